@@ -1,0 +1,64 @@
+-- Migration 1: the first released schema. Never edit a released migration;
+-- add the next step as a new file and list it in src/store/migrations.rs.
+
+CREATE TABLE users (
+    id                 TEXT PRIMARY KEY NOT NULL,          -- random UUID
+    username           TEXT NOT NULL COLLATE NOCASE UNIQUE,
+    email              TEXT NOT NULL UNIQUE,               -- trimmed, lower-cased
+    full_name          TEXT,
+    password_hash      TEXT NOT NULL,                      -- Argon2id PHC string
+    role               TEXT NOT NULL CHECK (role IN ('admin', 'moderator', 'user', 'viewer')),
+    is_active          INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
+    -- Bumped by password change, role change, deactivation and logout-all:
+    -- every access token carries the value it was issued under.
+    token_version      INTEGER NOT NULL DEFAULT 0,
+    failed_login_count INTEGER NOT NULL DEFAULT 0,
+    locked_until       INTEGER,                            -- unix seconds
+    created_at         TEXT NOT NULL,                      -- RFC 3339 UTC
+    updated_at         TEXT NOT NULL
+);
+
+CREATE INDEX users_role ON users (role);
+
+-- One row per login: rotation never extends expires_at.
+CREATE TABLE refresh_families (
+    id             TEXT PRIMARY KEY NOT NULL,
+    user_id        TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    revoked_at     INTEGER,
+    revoked_reason TEXT
+);
+
+CREATE INDEX refresh_families_user ON refresh_families (user_id);
+
+CREATE TABLE refresh_tokens (
+    jti         TEXT PRIMARY KEY NOT NULL,
+    family_id   TEXT NOT NULL REFERENCES refresh_families (id) ON DELETE CASCADE,
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    consumed_at INTEGER                                    -- set when rotated
+);
+
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+
+-- Audit rows outlive the users they mention: no foreign key on user_id.
+CREATE TABLE audit_log (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    occurred_at TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    user_id     TEXT,
+    client_ip   TEXT,
+    request_id  TEXT,
+    detail      TEXT NOT NULL DEFAULT '{}'                 -- JSON object
+);
+
+CREATE INDEX audit_log_event ON audit_log (event, id);
+CREATE INDEX audit_log_user ON audit_log (user_id, id);
+CREATE INDEX audit_log_time ON audit_log (occurred_at);
+
+-- Runtime settings changed through /api/v1/admin/config.
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) WITHOUT ROWID;

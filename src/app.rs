@@ -1,0 +1,121 @@
+//! `Application::build(config)`: everything `serve` needs, bound and loaded,
+//! used alike by `main` and the tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::keys;
+use crate::auth::password::PasswordHasher;
+use crate::config::{
+    Config, GENERATED_JWT_KEY, GENERATED_TLS_CERT, GENERATED_TLS_KEY, KeySource, TlsSource,
+};
+use crate::files;
+use crate::http::middleware::HttpApp;
+use crate::http::router::{Router, table};
+use crate::server::{self, ServerLimits, tls};
+use crate::state::{AppState, HttpLimits};
+use crate::store::Store;
+
+pub struct Application {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Arc<HttpApp>,
+    limits: ServerLimits,
+    local_addr: SocketAddr,
+    generated: Vec<String>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let started_at = Instant::now();
+        files::ensure_private_dir(&config.data_dir).with_context(|| {
+            format!("cannot create the data directory {}", config.data_dir.display())
+        })?;
+        let mut generated = Vec::new();
+
+        let (cert_path, key_path) = match &config.tls {
+            TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
+            TlsSource::Generated => {
+                let cert = config.data_dir.join(GENERATED_TLS_CERT);
+                let key = config.data_dir.join(GENERATED_TLS_KEY);
+                if !cert.exists() && !key.exists() {
+                    tls::generate(&cert, &key).map_err(|e| anyhow!(e))?;
+                    generated.push(format!(
+                        "generated a self-signed TLS certificate for localhost: {} (key {})",
+                        cert.display(),
+                        key.display()
+                    ));
+                }
+                (cert, key)
+            }
+        };
+        let material = tls::load(&cert_path, &key_path).map_err(|e| anyhow!(e))?;
+        let acceptor = TlsAcceptor::from(tls::server_config(material).map_err(|e| anyhow!(e))?);
+
+        let _jwt_key = match &config.jwt_key {
+            KeySource::File(path) => keys::load(path).map_err(|e| anyhow!(e))?,
+            KeySource::Generated => {
+                let path = config.data_dir.join(GENERATED_JWT_KEY);
+                let (key, was_generated) = keys::load_or_generate(&path).map_err(|e| anyhow!(e))?;
+                if was_generated {
+                    generated.push(format!("generated a random 256-bit JWT key: {}", path.display()));
+                }
+                key
+            }
+        };
+
+        let params = config
+            .hash
+            .validate(config.allow_weak_hash)
+            .map_err(|e| anyhow!(e))?;
+        let hasher = PasswordHasher::new(params, config.hash_workers, config.hash_queue);
+
+        let db_path = config.db_path();
+        let pool_size = config.db_pool_size;
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path, pool_size))
+            .await
+            .context("opening the database")??;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+
+        let state = Arc::new(AppState {
+            store,
+            hasher,
+            limits: HttpLimits {
+                max_body_bytes: config.max_body_bytes,
+            },
+            started_at,
+        });
+        let app = Arc::new(HttpApp::new(state, Router::new(table(config.panic_probe))));
+        Ok(Self {
+            listener,
+            acceptor,
+            app,
+            limits: config.server,
+            local_addr,
+            generated,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What was generated on this start (for the operator to hear about).
+    pub fn generated(&self) -> &[String] {
+        &self.generated
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        server::serve(self.listener, self.acceptor, self.app, self.limits, shutdown).await;
+    }
+}

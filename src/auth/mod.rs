@@ -1,0 +1,4 @@
+//! Credentials: password hashing now; tokens and RBAC build on this module.
+
+pub mod keys;
+pub mod password;

@@ -1,0 +1,259 @@
+//! Argon2id hashing off the async runtime, bounded so that a login flood is
+//! refused with 503 instead of queueing unbounded memory (each job holds
+//! `memory_kib` while it runs).
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::secret::SecretString;
+
+/// OWASP's minimum for Argon2id (m=19 MiB, t=2); below it only with
+/// `--insecure-fast-hash`.
+pub const OWASP_MIN_MEMORY_KIB: u32 = 19_456;
+pub const OWASP_MIN_TIME_COST: u32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub time_cost: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self {
+            memory_kib: 65_536,
+            time_cost: 3,
+            parallelism: 4,
+        }
+    }
+}
+
+impl HashParams {
+    /// Refuses parameters Argon2 cannot use, and weak ones unless `allow_weak`.
+    pub fn validate(self, allow_weak: bool) -> Result<Params, String> {
+        if !allow_weak
+            && (self.memory_kib < OWASP_MIN_MEMORY_KIB || self.time_cost < OWASP_MIN_TIME_COST)
+        {
+            return Err(format!(
+                "argon2 parameters below OWASP's minimum (memory {} KiB, time cost {}); \
+                 use at least {OWASP_MIN_MEMORY_KIB} KiB and time cost {OWASP_MIN_TIME_COST}, \
+                 or --insecure-fast-hash for tests",
+                self.memory_kib, self.time_cost
+            ));
+        }
+        Params::new(self.memory_kib, self.time_cost, self.parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters: {e}"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every worker is busy and the wait queue is full: answer 503.
+    #[error("password hashing is saturated")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub matches: bool,
+    /// The stored hash used other parameters than the configured ones.
+    pub needs_rehash: bool,
+}
+
+pub struct PasswordHasher {
+    params: Params,
+    workers: Arc<Semaphore>,
+    admission: Arc<Semaphore>,
+    dummy_hash: OnceCell<String>,
+}
+
+impl PasswordHasher {
+    /// `workers` jobs run at once; up to `queue` more wait; the rest get `Busy`.
+    pub fn new(params: Params, workers: usize, queue: usize) -> Self {
+        let workers = workers.max(1);
+        Self {
+            params,
+            workers: Arc::new(Semaphore::new(workers)),
+            admission: Arc::new(Semaphore::new(workers + queue)),
+            dummy_hash: OnceCell::new(),
+        }
+    }
+
+    pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
+        let password = password.clone();
+        let params = self.params.clone();
+        self.run(move || hash_blocking(&params, &password)).await?
+    }
+
+    /// Verifies against `stored`, or, when there is no such user, against a
+    /// dummy hash made with the same parameters so the answer takes as long.
+    pub async fn verify(
+        &self,
+        password: &SecretString,
+        stored: Option<String>,
+    ) -> Result<Verified, HashError> {
+        let (stored, real) = match stored {
+            Some(hash) => (hash, true),
+            None => (self.dummy_hash().await?, false),
+        };
+        let password = password.clone();
+        let params = self.params.clone();
+        let verified = self
+            .run(move || verify_blocking(&params, &password, &stored))
+            .await??;
+        Ok(Verified {
+            matches: verified.matches && real,
+            needs_rehash: verified.needs_rehash && real,
+        })
+    }
+
+    async fn dummy_hash(&self) -> Result<String, HashError> {
+        self.dummy_hash
+            .get_or_try_init(|| async {
+                let random = SecretString::new(uuid::Uuid::new_v4().to_string());
+                self.hash(&random).await
+            })
+            .await
+            .cloned()
+    }
+
+    async fn run<T, F>(&self, job: F) -> Result<T, HashError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let admitted = Arc::clone(&self.admission)
+            .try_acquire_owned()
+            .map_err(|_| HashError::Busy)?;
+        let worker = Arc::clone(&self.workers)
+            .acquire_owned()
+            .await
+            .map_err(|_| HashError::Busy)?;
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            // The permits move into the job: if the client goes away, the
+            // hash still occupies a worker until it ends, and is counted.
+            let _permits = (admitted, worker);
+            span.in_scope(job)
+        })
+        .await
+        .map_err(|e| HashError::Failed(format!("hash task ended abnormally: {e}")))
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn hash_blocking(params: &Params, password: &SecretString) -> Result<String, HashError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2(params)
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Failed(e.to_string()))
+}
+
+fn verify_blocking(
+    params: &Params,
+    password: &SecretString,
+    stored: &str,
+) -> Result<Verified, HashError> {
+    let parsed =
+        PasswordHash::new(stored).map_err(|e| HashError::Failed(format!("stored hash: {e}")))?;
+    let matches = argon2(params)
+        .verify_password(password.expose().as_bytes(), &parsed)
+        .is_ok();
+    let current = Params::try_from(&parsed).ok();
+    let needs_rehash = parsed.algorithm.as_str() != "argon2id"
+        || current.is_none_or(|p| {
+            p.m_cost() != params.m_cost()
+                || p.t_cost() != params.t_cost()
+                || p.p_cost() != params.p_cost()
+        });
+    Ok(Verified {
+        matches,
+        needs_rehash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> Params {
+        HashParams {
+            memory_kib: 256,
+            time_cost: 1,
+            parallelism: 1,
+        }
+        .validate(true)
+        .unwrap()
+    }
+
+    #[test]
+    fn weak_parameters_need_the_insecure_flag() {
+        let weak = HashParams {
+            memory_kib: 1024,
+            time_cost: 1,
+            parallelism: 1,
+        };
+        assert!(weak.validate(false).is_err());
+        assert!(weak.validate(true).is_ok());
+        assert!(HashParams::default().validate(false).is_ok());
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_phc_strings_that_verify() {
+        let hasher = PasswordHasher::new(fast(), 2, 2);
+        let pw = SecretString::new("Correct-Horse-9".to_owned());
+        let hash = hasher.hash(&pw).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{hash}");
+        let ok = hasher.verify(&pw, Some(hash.clone())).await.unwrap();
+        assert_eq!(ok, Verified { matches: true, needs_rehash: false });
+        let wrong = SecretString::new("wrong".to_owned());
+        assert!(!hasher.verify(&wrong, Some(hash)).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_never_matches_but_still_costs_a_verification() {
+        let hasher = PasswordHasher::new(fast(), 1, 1);
+        let pw = SecretString::new("anything".to_owned());
+        let verified = hasher.verify(&pw, None).await.unwrap();
+        assert!(!verified.matches);
+        assert!(hasher.dummy_hash.get().is_some());
+    }
+
+    #[tokio::test]
+    async fn older_parameters_ask_for_a_rehash() {
+        let old = PasswordHasher::new(fast(), 1, 1);
+        let pw = SecretString::new("Correct-Horse-9".to_owned());
+        let hash = old.hash(&pw).await.unwrap();
+        let newer = HashParams { memory_kib: 512, time_cost: 1, parallelism: 1 }
+            .validate(true)
+            .unwrap();
+        let verified = PasswordHasher::new(newer, 1, 1)
+            .verify(&pw, Some(hash))
+            .await
+            .unwrap();
+        assert_eq!(verified, Verified { matches: true, needs_rehash: true });
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_instead_of_growing() {
+        let hasher = Arc::new(PasswordHasher::new(fast(), 1, 0));
+        // Hold the only admission permit, as a running job would.
+        let held = Arc::clone(&hasher.admission).try_acquire_owned().unwrap();
+        let pw = SecretString::new("Correct-Horse-9".to_owned());
+        assert!(matches!(hasher.hash(&pw).await, Err(HashError::Busy)));
+        drop(held);
+        assert!(hasher.hash(&pw).await.is_ok());
+    }
+}

@@ -1,0 +1,135 @@
+//! The command line: clap definitions only. Every `serve` flag also reads a
+//! `SECURE_API_*` environment variable; the flag wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "secure-api",
+    version,
+    about = "A self-contained HTTPS API for users, sessions and roles",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API over HTTPS
+    Serve(ServeArgs),
+    /// Bring the database schema up to date
+    Migrate(MigrateArgs),
+    /// Create an active admin account (password from a prompt, stdin or --password-file)
+    CreateAdmin(CreateAdminArgs),
+    /// Write a consistent copy of the database to FILE, also while serving
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArgs {
+    /// Directory of the database, generated key and certificate
+    #[arg(long, env = "SECURE_API_DATA_DIR", default_value = "./data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// Argon2id memory cost in KiB
+    #[arg(long, env = "SECURE_API_ARGON2_MEMORY_KIB", default_value_t = 65_536)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id time cost (iterations)
+    #[arg(long, env = "SECURE_API_ARGON2_TIME_COST", default_value_t = 3)]
+    pub argon2_time_cost: u32,
+    /// Argon2id parallelism (lanes)
+    #[arg(long, env = "SECURE_API_ARGON2_PARALLELISM", default_value_t = 4)]
+    pub argon2_parallelism: u32,
+    /// Allow Argon2 parameters below OWASP's minimum (tests only)
+    #[arg(long, env = "SECURE_API_INSECURE_FAST_HASH")]
+    pub insecure_fast_hash: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for journald and log shippers)
+    Json,
+    /// Human-readable lines
+    Console,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on
+    #[arg(long, env = "SECURE_API_LISTEN", default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// PEM certificate chain [default: generated self-signed in the data dir]
+    #[arg(long, env = "SECURE_API_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key, mode 0600 or stricter
+    #[arg(long, env = "SECURE_API_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// JWT signing key file, at least 32 bytes [default: generated in the data dir]
+    #[arg(long, env = "SECURE_API_JWT_SECRET_FILE", value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub hash: HashArgs,
+    /// Password hashes computed at once [default: number of CPU cores]
+    #[arg(long, env = "SECURE_API_HASH_WORKERS", value_name = "N")]
+    pub hash_workers: Option<usize>,
+    /// Password hashes allowed to wait; past that, 503 with Retry-After
+    #[arg(long, env = "SECURE_API_HASH_QUEUE", default_value_t = 32, value_name = "N")]
+    pub hash_queue: usize,
+    /// Largest accepted request body in bytes
+    #[arg(long, env = "SECURE_API_MAX_BODY_BYTES", default_value_t = 16_384, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// Most simultaneous client connections
+    #[arg(long, env = "SECURE_API_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// Log line format
+    #[arg(long, env = "SECURE_API_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Log level or filter (error, warn, info, debug, trace)
+    #[arg(long, env = "SECURE_API_LOG_LEVEL", default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Only report: exit 0 when up to date, 1 when a migration is pending
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateAdminArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Username of the new admin
+    #[arg(long)]
+    pub username: String,
+    /// Email of the new admin
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from this file (one trailing newline is dropped)
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub hash: HashArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Where to write the copy; must not exist yet
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}

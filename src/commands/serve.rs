@@ -1,0 +1,35 @@
+use anyhow::anyhow;
+
+use crate::app::Application;
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::server::signals::shutdown_signal;
+use crate::telemetry;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_level).map_err(|e| anyhow!(e))?;
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let config = Config::from_args(&args, credentials.as_deref()).map_err(|e| anyhow!(e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("secure-api")
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        let app = Application::build(config).await?;
+        for notice in app.generated() {
+            // Loud on purpose: an operator must notice secrets appearing.
+            eprintln!("secure-api: NOTICE: {notice}");
+            tracing::warn!("{notice}");
+        }
+        tracing::info!(
+            address = %app.local_addr(),
+            version = crate::VERSION,
+            "listening on https://{}",
+            app.local_addr()
+        );
+        app.run_until_stopped(shutdown).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,197 @@
+//! Flags and environment turned into one validated `Config` for `serve`.
+//! Secret files are located here; they are read by `app`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::auth::password::HashParams;
+use crate::cli::{HashArgs, ServeArgs};
+use crate::server::ServerLimits;
+
+/// systemd credential names looked up in `$CREDENTIALS_DIRECTORY`.
+pub const CREDENTIAL_JWT_KEY: &str = "jwt-secret";
+pub const CREDENTIAL_TLS_CERT: &str = "tls-cert";
+pub const CREDENTIAL_TLS_KEY: &str = "tls-key";
+
+/// Files generated in the data directory when nothing else is configured.
+pub const GENERATED_JWT_KEY: &str = "jwt-secret.key";
+pub const GENERATED_TLS_CERT: &str = "tls-cert.pem";
+pub const GENERATED_TLS_KEY: &str = "tls-key.pem";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    /// Self-signed for localhost, kept in the data directory.
+    Generated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    Generated,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsSource,
+    pub jwt_key: KeySource,
+    pub hash: HashParams,
+    pub allow_weak_hash: bool,
+    pub hash_workers: usize,
+    pub hash_queue: usize,
+    pub max_body_bytes: usize,
+    pub server: ServerLimits,
+    pub db_pool_size: u32,
+    /// Adds a route that panics; only tests set it.
+    pub panic_probe: bool,
+}
+
+impl Config {
+    /// Defaults for everything, as `serve` with no flags would use them.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            data_dir: data_dir.into(),
+            tls: TlsSource::Generated,
+            jwt_key: KeySource::Generated,
+            hash: HashParams::default(),
+            allow_weak_hash: false,
+            hash_workers: default_hash_workers(),
+            hash_queue: 32,
+            max_body_bytes: 16_384,
+            server: ServerLimits::default(),
+            db_pool_size: 8,
+            panic_probe: false,
+        }
+    }
+
+    /// `credentials_dir` is `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`);
+    /// an explicit flag or variable wins over a credential.
+    pub fn from_args(args: &ServeArgs, credentials_dir: Option<&Path>) -> Result<Self, String> {
+        let credential = |name: &str| {
+            credentials_dir
+                .map(|dir| dir.join(name))
+                .filter(|path| path.exists())
+        };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (None, None) => match (credential(CREDENTIAL_TLS_CERT), credential(CREDENTIAL_TLS_KEY)) {
+                (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+                (None, None) => TlsSource::Generated,
+                _ => {
+                    return Err(format!(
+                        "only one of the credentials {CREDENTIAL_TLS_CERT} and \
+                         {CREDENTIAL_TLS_KEY} is present; provide both or neither"
+                    ));
+                }
+            },
+            _ => return Err("--tls-cert and --tls-key go together".to_owned()),
+        };
+        let jwt_key = match (&args.jwt_secret_file, credential(CREDENTIAL_JWT_KEY)) {
+            (Some(path), _) => KeySource::File(path.clone()),
+            (None, Some(path)) => KeySource::File(path),
+            (None, None) => KeySource::Generated,
+        };
+        let hash = hash_params(&args.hash);
+        hash.validate(args.hash.insecure_fast_hash)?;
+        if args.max_body_bytes == 0 {
+            return Err("--max-body-bytes must be at least 1".to_owned());
+        }
+        if args.max_connections == 0 {
+            return Err("--max-connections must be at least 1".to_owned());
+        }
+        let hash_workers = match args.hash_workers {
+            Some(0) => return Err("--hash-workers must be at least 1".to_owned()),
+            Some(n) => n,
+            None => default_hash_workers(),
+        };
+        let mut config = Self::new(args.data_dir.data_dir.clone());
+        config.listen = args.listen;
+        config.tls = tls;
+        config.jwt_key = jwt_key;
+        config.hash = hash;
+        config.allow_weak_hash = args.hash.insecure_fast_hash;
+        config.hash_workers = hash_workers;
+        config.hash_queue = args.hash_queue;
+        config.max_body_bytes = args.max_body_bytes;
+        config.server.max_connections = args.max_connections;
+        Ok(config)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(crate::store::DB_FILE)
+    }
+}
+
+pub fn hash_params(args: &HashArgs) -> HashParams {
+    HashParams {
+        memory_kib: args.argon2_memory_kib,
+        time_cost: args.argon2_time_cost,
+        parallelism: args.argon2_parallelism,
+    }
+}
+
+/// One hashing worker per core: hashing is pure CPU.
+fn default_hash_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["secure-api", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Serve(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_generate_secrets_in_the_data_dir() {
+        let config = Config::from_args(&serve_args(&[]), None).unwrap();
+        assert_eq!(config.tls, TlsSource::Generated);
+        assert_eq!(config.jwt_key, KeySource::Generated);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(config.max_body_bytes, 16_384);
+    }
+
+    #[test]
+    fn systemd_credentials_are_used_when_no_flag_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [CREDENTIAL_JWT_KEY, CREDENTIAL_TLS_CERT, CREDENTIAL_TLS_KEY] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let config = Config::from_args(&serve_args(&[]), Some(dir.path())).unwrap();
+        assert_eq!(config.jwt_key, KeySource::File(dir.path().join(CREDENTIAL_JWT_KEY)));
+        assert!(matches!(config.tls, TlsSource::Files { .. }));
+
+        let flagged = serve_args(&["--jwt-secret-file", "/etc/key"]);
+        let config = Config::from_args(&flagged, Some(dir.path())).unwrap();
+        assert_eq!(config.jwt_key, KeySource::File("/etc/key".into()));
+    }
+
+    #[test]
+    fn weak_argon2_parameters_need_the_insecure_flag() {
+        let weak = serve_args(&["--argon2-memory-kib", "1024", "--argon2-time-cost", "1"]);
+        assert!(Config::from_args(&weak, None).unwrap_err().contains("OWASP"));
+        let allowed = serve_args(&[
+            "--argon2-memory-kib",
+            "1024",
+            "--argon2-time-cost",
+            "1",
+            "--insecure-fast-hash",
+        ]);
+        assert!(Config::from_args(&allowed, None).is_ok());
+    }
+}

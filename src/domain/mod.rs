@@ -1,0 +1,13 @@
+//! Domain types: parse, don't validate. A value of one of these types is valid
+//! by construction; nothing here does I/O or knows about HTTP or SQL.
+
+pub mod email;
+pub mod full_name;
+pub mod password;
+pub mod role;
+pub mod user;
+pub mod username;
+
+/// Why a value was refused, phrased for the client (never echoing the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub &'static str);

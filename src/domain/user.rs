@@ -1,0 +1,52 @@
+use time::OffsetDateTime;
+
+use super::email::Email;
+use super::full_name::FullName;
+use super::role::Role;
+use super::username::Username;
+
+/// A user account as the rest of the program sees it. The password hash and
+/// the counters that guard it stay in the store's `Credentials`.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub role: Role,
+    pub is_active: bool,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Opaque user identifier (a random UUID, so ids cannot be enumerated).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Accepts only the canonical hyphenated form, so one user has one id.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let uuid = uuid::Uuid::try_parse(raw).ok()?;
+        let canonical = uuid.hyphenated().to_string();
+        (canonical == raw).then_some(Self(canonical))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Everything needed to create an account; the hash is made before the store
+/// sees it.
+#[derive(Debug)]
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+    pub full_name: Option<FullName>,
+    pub role: Role,
+    pub password_hash: String,
+}

@@ -1,0 +1,81 @@
+//! Files that hold secrets or user data: created private (0700 directories,
+//! 0600 files), and secret files refused when others could read them.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Creates `path` (and missing parents) with mode 0700 when it does not exist.
+pub fn ensure_private_dir(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    // The umask may have narrowed less than we asked; make it exact.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+/// Creates a new file with mode 0600; fails if it already exists.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Writes `contents` to a new 0600 file and flushes it to disk.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = create_private_file(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Reads a secret file, refusing one that group or others may read.
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {mode:04o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Flushes a directory entry (a rename or a new file) to disk.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_files_and_dirs_have_owner_only_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let file = dir.join("secret");
+        write_private_file(&file, b"x").unwrap();
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(write_private_file(&file, b"y").is_err(), "must not overwrite");
+    }
+
+    #[test]
+    fn a_group_readable_secret_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("key");
+        fs::write(&file, b"secret").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = read_secret_file(&file).unwrap_err();
+        assert!(err.contains("readable by group or others"), "{err}");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(read_secret_file(&file).unwrap(), b"secret");
+    }
+}

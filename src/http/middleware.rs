@@ -1,0 +1,196 @@
+//! What wraps every request, outermost first: request id → access log →
+//! security headers → route match (404/405) → body precheck (413/415) →
+//! handler, with a panic in the handler turned into a logged 500.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::error::ApiError;
+use super::extract::precheck_body;
+use super::response::Body;
+use super::router::{Ctx, Match, Router};
+use crate::state::AppState;
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// The application as hyper sees it: a function from request to response
+/// that never fails.
+pub struct HttpApp {
+    state: Arc<AppState>,
+    router: Router,
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const MAX_REQUEST_ID_LEN: usize = 64;
+const MAX_LOGGED_USER_AGENT: usize = 200;
+
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 6] = [
+    (HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")),
+    (
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    ),
+    (
+        HeaderName::from_static("referrer-policy"),
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    ),
+    (
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    ),
+    (
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
+    ),
+];
+const HSTS: (HeaderName, HeaderValue) = (
+    HeaderName::from_static("strict-transport-security"),
+    HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+);
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+impl HttpApp {
+    pub fn new(state: Arc<AppState>, router: Router) -> Self {
+        Self { state, router }
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let request_id: Arc<str> = incoming_request_id(req.headers())
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()));
+        let method = req.method().clone();
+        let is_api = req.uri().path().starts_with("/api/");
+        let user_agent = logged_user_agent(req.headers());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            client_ip = %conn.peer.ip(),
+        );
+
+        let (route, mut response) = self
+            .dispatch(conn, Arc::clone(&request_id), req)
+            .instrument(span.clone())
+            .await;
+
+        let headers = response.headers_mut();
+        for (name, value) in SECURITY_HEADERS {
+            headers.insert(name, value);
+        }
+        if conn.tls {
+            headers.insert(HSTS.0, HSTS.1);
+        }
+        if is_api {
+            headers.insert(CACHE_CONTROL, NO_STORE);
+        }
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            headers.insert(X_REQUEST_ID, value);
+        }
+
+        span.in_scope(|| {
+            tracing::info!(
+                method = %method,
+                route,
+                status = response.status().as_u16(),
+                duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                user_agent = user_agent.as_deref().unwrap_or("-"),
+                "request"
+            );
+        });
+        response
+    }
+
+    /// Returns the matched route template (for the access log) and the response.
+    async fn dispatch(
+        &self,
+        conn: ConnInfo,
+        request_id: Arc<str>,
+        req: Request<Incoming>,
+    ) -> (&'static str, Response<Body>) {
+        let (template, route, params) = match self.router.find(req.method(), req.uri().path()) {
+            Match::Found {
+                route,
+                template,
+                params,
+            } => (template, route, params),
+            Match::MethodNotAllowed { template, allow } => {
+                let error = ApiError::MethodNotAllowed { allow };
+                return (template, error.into_response(&request_id));
+            }
+            Match::NotFound => return ("-", ApiError::NotFound.into_response(&request_id)),
+        };
+        if let Err(error) = precheck_body(&req, self.state.limits.max_body_bytes) {
+            return (template, error.into_response(&request_id));
+        }
+        let ctx = Ctx {
+            state: Arc::clone(&self.state),
+            request_id: Arc::clone(&request_id),
+            client_ip: conn.peer.ip(),
+            params,
+        };
+        let outcome = AssertUnwindSafe((route.handler)(ctx, req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(ApiError::internal(anyhow::anyhow!("request handler panicked"))));
+        let response = outcome.unwrap_or_else(|error| error.into_response(&request_id));
+        (template, response)
+    }
+}
+
+/// A client's own request id is kept when it is short and plain enough to be
+/// logged and echoed safely; otherwise a fresh one is made.
+fn incoming_request_id(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(X_REQUEST_ID)?.to_str().ok()?;
+    let plain = !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    plain.then_some(value)
+}
+
+fn logged_user_agent(headers: &HeaderMap) -> Option<String> {
+    let agent = headers.get(USER_AGENT)?.to_str().ok()?;
+    Some(agent.chars().take(MAX_LOGGED_USER_AGENT).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_echoed_only_when_plain_and_short() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123_XYZ"));
+        assert_eq!(incoming_request_id(&headers), Some("abc-123_XYZ"));
+        for bad in ["", "has space", "semi;colon", "<script>"] {
+            headers.insert(X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            assert_eq!(incoming_request_id(&headers), None, "{bad:?}");
+        }
+        headers.insert(X_REQUEST_ID, HeaderValue::from_str(&"a".repeat(65)).unwrap());
+        assert_eq!(incoming_request_id(&headers), None);
+    }
+}

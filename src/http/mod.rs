@@ -1,0 +1,8 @@
+//! The hand-built HTTP layer: the route table, the middleware that wraps every
+//! request, problem+json errors and request extractors.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod response;
+pub mod router;

@@ -1,0 +1,24 @@
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+/// Every response body is produced whole; nothing is streamed.
+pub type Body = Full<Bytes>;
+
+pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Serializes `value` as the response body. Serializing our own DTOs cannot
+/// fail in practice; if it ever does, the caller gets a 500, not a panic.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, serde_json::Error> {
+    let body = serde_json::to_vec(value)?;
+    Ok(with_body(status, APPLICATION_JSON, body.into()))
+}
+
+pub fn with_body(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    response
+}

@@ -1,0 +1,43 @@
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+
+use crate::http::error::ApiError;
+use crate::http::response::{APPLICATION_JSON, with_body};
+use crate::http::router::{Ctx, HandlerResult};
+
+const LIVE_BODY: &str = concat!(
+    r#"{"status":"healthy","version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#""}"#
+);
+const READY_BODY: &str = r#"{"status":"ready"}"#;
+
+/// Liveness: the process answers. Touches nothing else.
+pub async fn live(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    Ok(with_body(StatusCode::OK, APPLICATION_JSON, Bytes::from_static(LIVE_BODY.as_bytes())))
+}
+
+/// Readiness: the database could take a write now.
+pub async fn ready(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    match ctx.state.store.ping().await {
+        Ok(()) => Ok(with_body(
+            StatusCode::OK,
+            APPLICATION_JSON,
+            Bytes::from_static(READY_BODY.as_bytes()),
+        )),
+        Err(cause) => {
+            tracing::warn!(error = %cause, "readiness check failed");
+            Err(ApiError::Unavailable {
+                detail: "The database is not answering",
+                retry_after_secs: Some(1),
+            })
+        }
+    }
+}
+
+/// Registered only by tests (see `router::table`).
+#[allow(clippy::panic)]
+pub async fn panic_probe(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    panic!("panic probe: a handler failed unexpectedly");
+}

@@ -1,0 +1,6 @@
+//! Request handlers and their wire DTOs, one module per area. Handlers parse
+//! DTOs into domain types, call the store and the hasher, and build DTOs back.
+
+pub mod auth;
+pub mod dto;
+pub mod health;

@@ -1,0 +1,236 @@
+//! Schema versions in `PRAGMA user_version`. A fresh database is built from
+//! `schema.sql` in one step; an older one runs the append-only list of
+//! migrations, each in its own exclusive transaction. A newer database, or one
+//! that is not ours, is refused.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// The schema a fresh database gets.
+pub const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Migration `i` takes a database from version `i` to `i + 1`.
+pub const STEPS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+
+/// A schema and the steps that reach it; the real one is [`Plan::CURRENT`].
+pub struct Plan<'a> {
+    pub schema: &'a str,
+    pub steps: &'a [&'a str],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// No tables and version 0: a new file.
+    Empty,
+    Current(u32),
+    Behind { found: u32, target: u32 },
+    Ahead { found: u32, supported: u32 },
+    /// Version 0 but tables present: some other program's database.
+    Foreign,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub from: u32,
+    pub to: u32,
+}
+
+impl Plan<'static> {
+    pub const CURRENT: Plan<'static> = Plan {
+        schema: SCHEMA,
+        steps: STEPS,
+    };
+}
+
+impl Plan<'_> {
+    pub fn target(&self) -> u32 {
+        u32::try_from(self.steps.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn status(&self, conn: &Connection) -> Result<Status, StoreError> {
+        let found: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let target = self.target();
+        Ok(match found {
+            0 => {
+                let tables: i64 = conn.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
+                    [],
+                    |row| row.get(0),
+                )?;
+                if tables == 0 { Status::Empty } else { Status::Foreign }
+            }
+            v if v == target => Status::Current(v),
+            v if v < target => Status::Behind { found: v, target },
+            v => Status::Ahead {
+                found: v,
+                supported: target,
+            },
+        })
+    }
+
+    /// Brings the database to the current version, or explains why it cannot.
+    pub fn migrate(&self, conn: &mut Connection) -> Result<Outcome, StoreError> {
+        let target = self.target();
+        match self.status(conn)? {
+            Status::Empty => {
+                apply(conn, self.schema, target)?;
+                Ok(Outcome { from: 0, to: target })
+            }
+            Status::Current(v) => Ok(Outcome { from: v, to: v }),
+            Status::Behind { found, .. } => {
+                let pending = self.steps.iter().zip(1u32..).skip(found as usize);
+                for (sql, version) in pending {
+                    apply(conn, sql, version)?;
+                }
+                Ok(Outcome {
+                    from: found,
+                    to: target,
+                })
+            }
+            status => Err(refusal(status)),
+        }
+    }
+
+    /// For `serve` and the other commands: a new file is initialized, a current
+    /// one accepted, anything else refused with what the operator should do.
+    pub fn ensure_ready(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        match self.status(conn)? {
+            Status::Empty => {
+                apply(conn, self.schema, self.target())?;
+                Ok(())
+            }
+            Status::Current(_) => Ok(()),
+            status => Err(refusal(status)),
+        }
+    }
+}
+
+/// The operator-facing reason a database cannot be used as it is.
+pub fn refusal(status: Status) -> StoreError {
+    StoreError::Schema(match status {
+        Status::Behind { found, target } => format!(
+            "database schema is at version {found} but this binary needs version {target}; \
+             back it up, then run `secure-api migrate`"
+        ),
+        Status::Ahead { found, supported } => format!(
+            "database schema version {found} is newer than this binary supports ({supported}); \
+             run a newer secure-api"
+        ),
+        Status::Foreign => "the database file has tables but no secure-api schema version; \
+             refusing to touch it"
+            .to_owned(),
+        Status::Empty | Status::Current(_) => "database schema is ready".to_owned(),
+    })
+}
+
+/// Runs `sql` and records `version` in one exclusive transaction, so a failed
+/// step leaves the database exactly as it was.
+fn apply(conn: &mut Connection, sql: &str, version: u32) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    tx.execute_batch(sql)?;
+    // PRAGMA takes no bound parameters; `version` is an integer we computed.
+    tx.execute_batch(&format!("PRAGMA user_version = {version}"))?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_of(conn: &Connection) -> Vec<(String, String, String)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT type, name, sql FROM sqlite_master \
+                 WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            let sql: Option<String> = r.get(2)?;
+            Ok((r.get(0)?, r.get(1)?, normalize(&sql.unwrap_or_default())))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    fn normalize(sql: &str) -> String {
+        sql.lines()
+            .map(|l| l.split("--").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn version(conn: &Connection) -> u32 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn fresh_schema_equals_oldest_plus_every_step() {
+        let mut fresh = Connection::open_in_memory().unwrap();
+        Plan::CURRENT.migrate(&mut fresh).unwrap();
+
+        // The oldest database: built by the first step alone, then migrated.
+        let mut old = Connection::open_in_memory().unwrap();
+        apply(&mut old, STEPS[0], 1).unwrap();
+        let outcome = Plan::CURRENT.migrate(&mut old).unwrap();
+        assert_eq!(outcome.to, Plan::CURRENT.target());
+
+        assert_eq!(schema_of(&fresh), schema_of(&old));
+        assert_eq!(version(&fresh), version(&old));
+        assert!(!schema_of(&fresh).is_empty());
+    }
+
+    const TEST_STEPS: &[&str] = &[
+        "CREATE TABLE t (a INTEGER);",
+        "ALTER TABLE t ADD COLUMN b TEXT;",
+        "CREATE INDEX t_b ON t (b);",
+    ];
+    const TEST_PLAN: Plan<'static> = Plan {
+        schema: "CREATE TABLE t (a INTEGER, b TEXT); CREATE INDEX t_b ON t (b);",
+        steps: TEST_STEPS,
+    };
+
+    #[test]
+    fn an_older_database_runs_only_the_pending_steps() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn, TEST_STEPS[0], 1).unwrap();
+        conn.execute("INSERT INTO t (a) VALUES (7)", []).unwrap();
+        assert_eq!(
+            TEST_PLAN.status(&conn).unwrap(),
+            Status::Behind { found: 1, target: 3 }
+        );
+        assert!(TEST_PLAN.ensure_ready(&mut conn).is_err(), "serve must refuse");
+        assert_eq!(TEST_PLAN.migrate(&mut conn).unwrap(), Outcome { from: 1, to: 3 });
+        assert_eq!(TEST_PLAN.status(&conn).unwrap(), Status::Current(3));
+        let kept: i64 = conn.query_row("SELECT a FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 7, "data survives migration");
+    }
+
+    #[test]
+    fn a_failing_step_leaves_the_database_unchanged() {
+        let broken: &[&str] = &["CREATE TABLE t (a INTEGER);", "ALTER TABLE nope ADD COLUMN x;"];
+        let plan = Plan { schema: "", steps: broken };
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn, broken[0], 1).unwrap();
+        assert!(plan.migrate(&mut conn).is_err());
+        assert_eq!(version(&conn), 1);
+    }
+
+    #[test]
+    fn newer_and_foreign_databases_are_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        let err = Plan::CURRENT.migrate(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("newer"), "{err}");
+
+        let mut foreign = Connection::open_in_memory().unwrap();
+        foreign.execute_batch("CREATE TABLE other (x)").unwrap();
+        assert_eq!(Plan::CURRENT.status(&foreign).unwrap(), Status::Foreign);
+        assert!(Plan::CURRENT.ensure_ready(&mut foreign).is_err());
+    }
+}
