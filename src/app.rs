@@ -35,7 +35,10 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started_at = Instant::now();
         files::ensure_private_dir(&config.data_dir).with_context(|| {
-            format!("cannot create the data directory {}", config.data_dir.display())
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
         })?;
         let mut generated = Vec::new();
 
@@ -64,7 +67,10 @@ impl Application {
                 let path = config.data_dir.join(GENERATED_JWT_KEY);
                 let (key, was_generated) = keys::load_or_generate(&path).map_err(|e| anyhow!(e))?;
                 if was_generated {
-                    generated.push(format!("generated a random 256-bit JWT key: {}", path.display()));
+                    generated.push(format!(
+                        "generated a random 256-bit JWT key: {}",
+                        path.display()
+                    ));
                 }
                 key
             }
@@ -116,6 +122,13 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
-        server::serve(self.listener, self.acceptor, self.app, self.limits, shutdown).await;
+        server::serve(
+            self.listener,
+            self.acceptor,
+            self.app,
+            self.limits,
+            shutdown,
+        )
+        .await;
     }
 }

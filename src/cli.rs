@@ -33,7 +33,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DataDirArgs {
     /// Directory of the database, generated key and certificate
-    #[arg(long, env = "SECURE_API_DATA_DIR", default_value = "./data", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "SECURE_API_DATA_DIR",
+        default_value = "./data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -64,15 +69,30 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on
-    #[arg(long, env = "SECURE_API_LISTEN", default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "SECURE_API_LISTEN",
+        default_value = "127.0.0.1:8443",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub data_dir: DataDirArgs,
     /// PEM certificate chain [default: generated self-signed in the data dir]
-    #[arg(long, env = "SECURE_API_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "SECURE_API_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key, mode 0600 or stricter
-    #[arg(long, env = "SECURE_API_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "SECURE_API_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// JWT signing key file, at least 32 bytes [default: generated in the data dir]
     #[arg(long, env = "SECURE_API_JWT_SECRET_FILE", value_name = "FILE")]
@@ -83,19 +103,44 @@ pub struct ServeArgs {
     #[arg(long, env = "SECURE_API_HASH_WORKERS", value_name = "N")]
     pub hash_workers: Option<usize>,
     /// Password hashes allowed to wait; past that, 503 with Retry-After
-    #[arg(long, env = "SECURE_API_HASH_QUEUE", default_value_t = 32, value_name = "N")]
+    #[arg(
+        long,
+        env = "SECURE_API_HASH_QUEUE",
+        default_value_t = 32,
+        value_name = "N"
+    )]
     pub hash_queue: usize,
     /// Largest accepted request body in bytes
-    #[arg(long, env = "SECURE_API_MAX_BODY_BYTES", default_value_t = 16_384, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "SECURE_API_MAX_BODY_BYTES",
+        default_value_t = 16_384,
+        value_name = "BYTES"
+    )]
     pub max_body_bytes: usize,
     /// Most simultaneous client connections
-    #[arg(long, env = "SECURE_API_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N")]
+    #[arg(
+        long,
+        env = "SECURE_API_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
     pub max_connections: usize,
     /// Log line format
-    #[arg(long, env = "SECURE_API_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        env = "SECURE_API_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
     /// Log level or filter (error, warn, info, debug, trace)
-    #[arg(long, env = "SECURE_API_LOG_LEVEL", default_value = "info", value_name = "LEVEL")]
+    #[arg(
+        long,
+        env = "SECURE_API_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
     pub log_level: String,
 }
 

@@ -20,7 +20,10 @@ pub const GENERATED_TLS_KEY: &str = "tls-key.pem";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Self-signed for localhost, kept in the data directory.
     Generated,
 }
@@ -80,7 +83,10 @@ impl Config {
                 cert: cert.clone(),
                 key: key.clone(),
             },
-            (None, None) => match (credential(CREDENTIAL_TLS_CERT), credential(CREDENTIAL_TLS_KEY)) {
+            (None, None) => match (
+                credential(CREDENTIAL_TLS_CERT),
+                credential(CREDENTIAL_TLS_KEY),
+            ) {
                 (Some(cert), Some(key)) => TlsSource::Files { cert, key },
                 (None, None) => TlsSource::Generated,
                 _ => {
@@ -141,7 +147,6 @@ fn default_hash_workers() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +178,10 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         let config = Config::from_args(&serve_args(&[]), Some(dir.path())).unwrap();
-        assert_eq!(config.jwt_key, KeySource::File(dir.path().join(CREDENTIAL_JWT_KEY)));
+        assert_eq!(
+            config.jwt_key,
+            KeySource::File(dir.path().join(CREDENTIAL_JWT_KEY))
+        );
         assert!(matches!(config.tls, TlsSource::Files { .. }));
 
         let flagged = serve_args(&["--jwt-secret-file", "/etc/key"]);
@@ -184,7 +192,11 @@ mod tests {
     #[test]
     fn weak_argon2_parameters_need_the_insecure_flag() {
         let weak = serve_args(&["--argon2-memory-kib", "1024", "--argon2-time-cost", "1"]);
-        assert!(Config::from_args(&weak, None).unwrap_err().contains("OWASP"));
+        assert!(
+            Config::from_args(&weak, None)
+                .unwrap_err()
+                .contains("OWASP")
+        );
         let allowed = serve_args(&[
             "--argon2-memory-kib",
             "1024",

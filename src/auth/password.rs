@@ -217,7 +217,13 @@ mod tests {
         let hash = hasher.hash(&pw).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{hash}");
         let ok = hasher.verify(&pw, Some(hash.clone())).await.unwrap();
-        assert_eq!(ok, Verified { matches: true, needs_rehash: false });
+        assert_eq!(
+            ok,
+            Verified {
+                matches: true,
+                needs_rehash: false
+            }
+        );
         let wrong = SecretString::new("wrong".to_owned());
         assert!(!hasher.verify(&wrong, Some(hash)).await.unwrap().matches);
     }
@@ -236,14 +242,24 @@ mod tests {
         let old = PasswordHasher::new(fast(), 1, 1);
         let pw = SecretString::new("Correct-Horse-9".to_owned());
         let hash = old.hash(&pw).await.unwrap();
-        let newer = HashParams { memory_kib: 512, time_cost: 1, parallelism: 1 }
-            .validate(true)
-            .unwrap();
+        let newer = HashParams {
+            memory_kib: 512,
+            time_cost: 1,
+            parallelism: 1,
+        }
+        .validate(true)
+        .unwrap();
         let verified = PasswordHasher::new(newer, 1, 1)
             .verify(&pw, Some(hash))
             .await
             .unwrap();
-        assert_eq!(verified, Verified { matches: true, needs_rehash: true });
+        assert_eq!(
+            verified,
+            Verified {
+                matches: true,
+                needs_rehash: true
+            }
+        );
     }
 
     #[tokio::test]

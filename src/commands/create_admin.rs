@@ -70,7 +70,9 @@ fn read_password(file: Option<&Path>) -> anyhow::Result<SecretString> {
             }
             first
         }
-        None => read_bounded(std::io::stdin().lock()).context("cannot read the password from stdin")?,
+        None => {
+            read_bounded(std::io::stdin().lock()).context("cannot read the password from stdin")?
+        }
     };
     Ok(SecretString::new(strip_one_newline(raw)))
 }

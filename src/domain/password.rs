@@ -141,7 +141,11 @@ mod tests {
     #[test]
     fn names_the_rule_that_failed() {
         assert!(check("Ab1!").unwrap_err().contains("at least 8"));
-        assert!(check(&format!("Ab1!{}", "x".repeat(125))).unwrap_err().contains("at most 128"));
+        assert!(
+            check(&format!("Ab1!{}", "x".repeat(125)))
+                .unwrap_err()
+                .contains("at most 128")
+        );
         assert!(check("abcdefg1!").unwrap_err().contains("uppercase"));
         assert!(check("ABCDEFG1!").unwrap_err().contains("lowercase"));
         assert!(check("Abcdefgh!").unwrap_err().contains("digit"));
@@ -167,7 +171,11 @@ mod tests {
 
     #[test]
     fn accepts_strong_passwords() {
-        for pw in ["Correct-Horse-9-Battery", "zK8#qLw2!vRt", "Ünïcödé-Pässwört-7"] {
+        for pw in [
+            "Correct-Horse-9-Battery",
+            "zK8#qLw2!vRt",
+            "Ünïcödé-Pässwört-7",
+        ] {
             assert_eq!(check(pw), Ok(()), "{pw}");
         }
     }

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE, ALLOW};
+use http::header::{ALLOW, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use serde::Serialize;
 

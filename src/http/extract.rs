@@ -154,9 +154,21 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_malformed_json() {
-        for body in ["", "{", "{\"name\":", "not json", "{\"name\":\"a\"} trailing"] {
+        for body in [
+            "",
+            "{",
+            "{\"name\":",
+            "not json",
+            "{\"name\":\"a\"} trailing",
+        ] {
             assert!(
-                matches!(parse_json::<Dto>(body.as_bytes()), Err(ApiError::BadRequest { code: "malformed_json", .. })),
+                matches!(
+                    parse_json::<Dto>(body.as_bytes()),
+                    Err(ApiError::BadRequest {
+                        code: "malformed_json",
+                        ..
+                    })
+                ),
                 "{body:?}"
             );
         }
@@ -164,7 +176,10 @@ mod tests {
 
     #[test]
     fn shape_errors_name_the_field_without_the_value() {
-        assert_eq!(field_errors("{}"), vec![FieldError::new("name", "is required")]);
+        assert_eq!(
+            field_errors("{}"),
+            vec![FieldError::new("name", "is required")]
+        );
         assert_eq!(
             field_errors(r#"{"name":"a","role":"admin"}"#),
             vec![FieldError::new("role", "is not an accepted field")]

@@ -38,7 +38,10 @@ const MAX_REQUEST_ID_LEN: usize = 64;
 const MAX_LOGGED_USER_AGENT: usize = 200;
 
 const SECURITY_HEADERS: [(HeaderName, HeaderValue); 6] = [
-    (HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")),
+    (
+        HeaderName::from_static("x-frame-options"),
+        HeaderValue::from_static("DENY"),
+    ),
     (
         HeaderName::from_static("x-content-type-options"),
         HeaderValue::from_static("nosniff"),
@@ -154,7 +157,11 @@ impl HttpApp {
         let outcome = AssertUnwindSafe((route.handler)(ctx, req))
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(ApiError::internal(anyhow::anyhow!("request handler panicked"))));
+            .unwrap_or_else(|_| {
+                Err(ApiError::internal(anyhow::anyhow!(
+                    "request handler panicked"
+                )))
+            });
         let response = outcome.unwrap_or_else(|error| error.into_response(&request_id));
         (template, response)
     }
@@ -190,7 +197,10 @@ mod tests {
             headers.insert(X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
             assert_eq!(incoming_request_id(&headers), None, "{bad:?}");
         }
-        headers.insert(X_REQUEST_ID, HeaderValue::from_str(&"a".repeat(65)).unwrap());
+        headers.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_str(&"a".repeat(65)).unwrap(),
+        );
         assert_eq!(incoming_request_id(&headers), None);
     }
 }

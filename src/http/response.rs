@@ -11,7 +11,10 @@ pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/
 
 /// Serializes `value` as the response body. Serializing our own DTOs cannot
 /// fail in practice; if it ever does, the caller gets a 500, not a panic.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, serde_json::Error> {
+pub fn json<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response<Body>, serde_json::Error> {
     let body = serde_json::to_vec(value)?;
     Ok(with_body(status, APPLICATION_JSON, body.into()))
 }

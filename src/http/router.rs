@@ -70,8 +70,18 @@ fn route(method: Method, path: &'static str, access: Access, handler: Handler) -
 /// tests switch on, to prove a panicking handler costs one 500 and nothing more.
 pub fn table(with_panic_probe: bool) -> Vec<Route> {
     let mut routes = vec![
-        route(Method::GET, "/health", Access::Public, handler!(routes::health::live)),
-        route(Method::GET, "/health/ready", Access::Public, handler!(routes::health::ready)),
+        route(
+            Method::GET,
+            "/health",
+            Access::Public,
+            handler!(routes::health::live),
+        ),
+        route(
+            Method::GET,
+            "/health/ready",
+            Access::Public,
+            handler!(routes::health::ready),
+        ),
         route(
             Method::POST,
             "/api/v1/auth/register",
@@ -135,7 +145,12 @@ impl Router {
         }
         // Literal segments must win over `{param}` ones whatever the
         // declaration order (`/users/me` before `/users/{id}`).
-        paths.sort_by_key(|p| p.segments.iter().filter(|s| matches!(s, Segment::Param)).count());
+        paths.sort_by_key(|p| {
+            p.segments
+                .iter()
+                .filter(|s| matches!(s, Segment::Param))
+                .count()
+        });
         for entry in &mut paths {
             let mut methods: Vec<&str> = entry.routes.iter().map(|r| r.method.as_str()).collect();
             if entry.routes.iter().any(|r| r.method == Method::GET) {
@@ -158,7 +173,11 @@ impl Router {
                 continue;
             };
             // HEAD is GET without the body (hyper drops the body for HEAD).
-            let wanted = if method == Method::HEAD { &Method::GET } else { method };
+            let wanted = if method == Method::HEAD {
+                &Method::GET
+            } else {
+                method
+            };
             return match entry.routes.iter().find(|r| r.method == *wanted) {
                 Some(route) => Match::Found {
                     route,
@@ -218,11 +237,36 @@ mod tests {
 
     fn router() -> Router {
         Router::new(vec![
-            route(Method::GET, "/api/v1/users", Access::Public, handler!(nothing)),
-            route(Method::POST, "/api/v1/users", Access::Public, handler!(nothing)),
-            route(Method::GET, "/api/v1/users/{id}", Access::Public, handler!(nothing)),
-            route(Method::GET, "/api/v1/users/me", Access::Public, handler!(nothing)),
-            route(Method::DELETE, "/api/v1/users/{id}", Access::Public, handler!(nothing)),
+            route(
+                Method::GET,
+                "/api/v1/users",
+                Access::Public,
+                handler!(nothing),
+            ),
+            route(
+                Method::POST,
+                "/api/v1/users",
+                Access::Public,
+                handler!(nothing),
+            ),
+            route(
+                Method::GET,
+                "/api/v1/users/{id}",
+                Access::Public,
+                handler!(nothing),
+            ),
+            route(
+                Method::GET,
+                "/api/v1/users/me",
+                Access::Public,
+                handler!(nothing),
+            ),
+            route(
+                Method::DELETE,
+                "/api/v1/users/{id}",
+                Access::Public,
+                handler!(nothing),
+            ),
         ])
     }
 
@@ -230,14 +274,18 @@ mod tests {
     fn literal_routes_win_over_parameters_declared_earlier() {
         let router = router();
         match router.find(&Method::GET, "/api/v1/users/me") {
-            Match::Found { template, params, .. } => {
+            Match::Found {
+                template, params, ..
+            } => {
                 assert_eq!(template, "/api/v1/users/me");
                 assert!(params.is_empty());
             }
             _ => panic!("expected a match"),
         }
         match router.find(&Method::DELETE, "/api/v1/users/abc") {
-            Match::Found { template, params, .. } => {
+            Match::Found {
+                template, params, ..
+            } => {
                 assert_eq!(template, "/api/v1/users/{id}");
                 assert_eq!(params, vec!["abc".to_owned()]);
             }
@@ -248,10 +296,22 @@ mod tests {
     #[test]
     fn trailing_slash_unknown_paths_and_wrong_methods() {
         let router = router();
-        assert!(matches!(router.find(&Method::GET, "/api/v1/users/"), Match::Found { .. }));
-        assert!(matches!(router.find(&Method::GET, "/api/v1/users//"), Match::NotFound));
-        assert!(matches!(router.find(&Method::GET, "/api/v1/users/a/b"), Match::NotFound));
-        assert!(matches!(router.find(&Method::GET, "/nope"), Match::NotFound));
+        assert!(matches!(
+            router.find(&Method::GET, "/api/v1/users/"),
+            Match::Found { .. }
+        ));
+        assert!(matches!(
+            router.find(&Method::GET, "/api/v1/users//"),
+            Match::NotFound
+        ));
+        assert!(matches!(
+            router.find(&Method::GET, "/api/v1/users/a/b"),
+            Match::NotFound
+        ));
+        assert!(matches!(
+            router.find(&Method::GET, "/nope"),
+            Match::NotFound
+        ));
         match router.find(&Method::PUT, "/api/v1/users") {
             Match::MethodNotAllowed { allow, .. } => assert_eq!(allow, "GET, POST, HEAD"),
             _ => panic!("expected 405"),
@@ -263,7 +323,12 @@ mod tests {
         let table = table(true);
         for (i, a) in table.iter().enumerate() {
             for b in table.iter().skip(i + 1) {
-                assert!(!(a.method == b.method && a.path == b.path), "{} {}", a.method, a.path);
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "{} {}",
+                    a.method,
+                    a.path
+                );
             }
         }
     }

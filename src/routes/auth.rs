@@ -6,13 +6,13 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::domain::Invalid;
 use crate::domain::email::Email;
 use crate::domain::full_name::FullName;
 use crate::domain::password::NewPassword;
 use crate::domain::role::Role;
 use crate::domain::user::NewUser;
 use crate::domain::username::Username;
-use crate::domain::Invalid;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract;
 use crate::http::response::json;
@@ -53,19 +53,27 @@ impl AccountInput {
             }
         };
         let username_parsed = Username::parse(username);
-        check("username", username_parsed.as_ref().map(|_| ()).map_err(Clone::clone));
+        check(
+            "username",
+            username_parsed.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
         let email_parsed = Email::parse(email);
-        check("email", email_parsed.as_ref().map(|_| ()).map_err(Clone::clone));
+        check(
+            "email",
+            email_parsed.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
         let full_name_parsed = full_name.map(FullName::parse).transpose();
-        check("full_name", full_name_parsed.as_ref().map(|_| ()).map_err(Clone::clone));
+        check(
+            "full_name",
+            full_name_parsed.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
         match (username_parsed, email_parsed, full_name_parsed) {
             (Ok(username), Ok(email), Ok(full_name)) => {
-                let password = NewPassword::parse(password).map_err(|Invalid(rule)| {
-                    ApiError::BadRequest {
+                let password =
+                    NewPassword::parse(password).map_err(|Invalid(rule)| ApiError::BadRequest {
                         code: "weak_password",
                         detail: Cow::Borrowed(rule),
-                    }
-                })?;
+                    })?;
                 Ok(Self {
                     username,
                     email,
@@ -86,11 +94,7 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         body.full_name.as_deref(),
         SecretString::new(body.password),
     )?;
-    let password_hash = ctx
-        .state
-        .hasher
-        .hash(input.password.secret())
-        .await?;
+    let password_hash = ctx.state.hasher.hash(input.password.secret()).await?;
     let new_user = NewUser {
         username: input.username,
         email: input.email,
@@ -98,14 +102,19 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         role: Role::User,
         password_hash,
     };
-    let user = ctx.state.store.create_user(new_user).await.map_err(|e| match e {
-        // Same answer for a taken username and a taken email: no enumeration.
-        StoreError::Duplicate => ApiError::BadRequest {
-            code: "registration_failed",
-            detail: Cow::Borrowed("Unable to create account with provided information"),
-        },
-        other => ApiError::from(other),
-    })?;
+    let user = ctx
+        .state
+        .store
+        .create_user(new_user)
+        .await
+        .map_err(|e| match e {
+            // Same answer for a taken username and a taken email: no enumeration.
+            StoreError::Duplicate => ApiError::BadRequest {
+                code: "registration_failed",
+                detail: Cow::Borrowed("Unable to create account with provided information"),
+            },
+            other => ApiError::from(other),
+        })?;
     tracing::info!(user_id = user.id.as_str(), "user registered");
     json(StatusCode::CREATED, &UserDto::from(&user)).map_err(ApiError::internal)
 }

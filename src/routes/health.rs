@@ -15,7 +15,11 @@ const READY_BODY: &str = r#"{"status":"ready"}"#;
 
 /// Liveness: the process answers. Touches nothing else.
 pub async fn live(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    Ok(with_body(StatusCode::OK, APPLICATION_JSON, Bytes::from_static(LIVE_BODY.as_bytes())))
+    Ok(with_body(
+        StatusCode::OK,
+        APPLICATION_JSON,
+        Bytes::from_static(LIVE_BODY.as_bytes()),
+    ))
 }
 
 /// Readiness: the database could take a write now.

@@ -22,7 +22,10 @@ pub fn backup(source: &Path, dest: &Path) -> Result<(), StoreError> {
         return Err(StoreError::Missing(source.to_owned()));
     }
     if dest.exists() {
-        return Err(StoreError::Backup(format!("{} already exists", dest.display())));
+        return Err(StoreError::Backup(format!(
+            "{} already exists",
+            dest.display()
+        )));
     }
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -37,9 +40,8 @@ pub fn backup(source: &Path, dest: &Path) -> Result<(), StoreError> {
         uuid::Uuid::new_v4().simple()
     ));
     let result = write_copy(source, &partial).and_then(|()| {
-        std::fs::hard_link(&partial, dest).map_err(|e| {
-            StoreError::io(format!("cannot create {}", dest.display()), e)
-        })?;
+        std::fs::hard_link(&partial, dest)
+            .map_err(|e| StoreError::io(format!("cannot create {}", dest.display()), e))?;
         files::sync_dir(&dir).map_err(|e| StoreError::io("cannot sync the backup directory", e))
     });
     let _ = std::fs::remove_file(&partial);
@@ -73,7 +75,9 @@ fn write_copy(source: &Path, partial: &Path) -> Result<(), StoreError> {
     dst.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))?;
     let check: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if check != "ok" {
-        return Err(StoreError::Backup(format!("the copy failed integrity_check: {check}")));
+        return Err(StoreError::Backup(format!(
+            "the copy failed integrity_check: {check}"
+        )));
     }
     dst.close().map_err(|(_, e)| StoreError::from(e))?;
     std::fs::File::open(partial)

@@ -24,8 +24,14 @@ pub enum Status {
     /// No tables and version 0: a new file.
     Empty,
     Current(u32),
-    Behind { found: u32, target: u32 },
-    Ahead { found: u32, supported: u32 },
+    Behind {
+        found: u32,
+        target: u32,
+    },
+    Ahead {
+        found: u32,
+        supported: u32,
+    },
     /// Version 0 but tables present: some other program's database.
     Foreign,
 }
@@ -58,7 +64,11 @@ impl Plan<'_> {
                     [],
                     |row| row.get(0),
                 )?;
-                if tables == 0 { Status::Empty } else { Status::Foreign }
+                if tables == 0 {
+                    Status::Empty
+                } else {
+                    Status::Foreign
+                }
             }
             v if v == target => Status::Current(v),
             v if v < target => Status::Behind { found: v, target },
@@ -75,7 +85,10 @@ impl Plan<'_> {
         match self.status(conn)? {
             Status::Empty => {
                 apply(conn, self.schema, target)?;
-                Ok(Outcome { from: 0, to: target })
+                Ok(Outcome {
+                    from: 0,
+                    to: target,
+                })
             }
             Status::Current(v) => Ok(Outcome { from: v, to: v }),
             Status::Behind { found, .. } => {
@@ -166,7 +179,8 @@ mod tests {
     }
 
     fn version(conn: &Connection) -> u32 {
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
     }
 
     #[test]
@@ -202,10 +216,19 @@ mod tests {
         conn.execute("INSERT INTO t (a) VALUES (7)", []).unwrap();
         assert_eq!(
             TEST_PLAN.status(&conn).unwrap(),
-            Status::Behind { found: 1, target: 3 }
+            Status::Behind {
+                found: 1,
+                target: 3
+            }
         );
-        assert!(TEST_PLAN.ensure_ready(&mut conn).is_err(), "serve must refuse");
-        assert_eq!(TEST_PLAN.migrate(&mut conn).unwrap(), Outcome { from: 1, to: 3 });
+        assert!(
+            TEST_PLAN.ensure_ready(&mut conn).is_err(),
+            "serve must refuse"
+        );
+        assert_eq!(
+            TEST_PLAN.migrate(&mut conn).unwrap(),
+            Outcome { from: 1, to: 3 }
+        );
         assert_eq!(TEST_PLAN.status(&conn).unwrap(), Status::Current(3));
         let kept: i64 = conn.query_row("SELECT a FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 7, "data survives migration");
@@ -213,8 +236,14 @@ mod tests {
 
     #[test]
     fn a_failing_step_leaves_the_database_unchanged() {
-        let broken: &[&str] = &["CREATE TABLE t (a INTEGER);", "ALTER TABLE nope ADD COLUMN x;"];
-        let plan = Plan { schema: "", steps: broken };
+        let broken: &[&str] = &[
+            "CREATE TABLE t (a INTEGER);",
+            "ALTER TABLE nope ADD COLUMN x;",
+        ];
+        let plan = Plan {
+            schema: "",
+            steps: broken,
+        };
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn, broken[0], 1).unwrap();
         assert!(plan.migrate(&mut conn).is_err());

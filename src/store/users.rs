@@ -35,7 +35,9 @@ pub(super) fn insert(
         other => other?,
     };
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
-    Ok(tx.prepare_cached(&sql)?.query_row([id.as_str()], user_from_row)?)
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row([id.as_str()], user_from_row)?)
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

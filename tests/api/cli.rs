@@ -1,0 +1,334 @@
+//! The real binary: every subcommand's happy path and its bad input.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{
+    FAST_HASH_ARGS, STRONG_PASSWORD, client_config, mode_of, run_cli, serve_args, start_server,
+    tls_connect,
+};
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_one_line_error(output: &std::process::Output, needle: &str) {
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = stderr_of(output);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} should mention {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn version_matches_health() {
+    let output = run_cli(&["--version"], None).await;
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("secure-api {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    for args in [
+        vec!["frobnicate"],
+        vec!["serve", "--listen", "not-an-address"],
+        vec!["serve", "--tls-cert", "/tmp/only-cert.pem"],
+        vec!["create-admin", "--email", "a@example.com"],
+        vec!["backup"],
+        vec![],
+    ] {
+        let output = run_cli(&args, None).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+    }
+}
+
+#[tokio::test]
+async fn first_start_generates_private_secrets_loudly_and_later_starts_reuse_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(&data, &[]).await;
+    let (status, stderr) = server.stop().await;
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    assert!(
+        stderr.contains("generated a self-signed TLS certificate"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("generated a random 256-bit JWT key"),
+        "{stderr}"
+    );
+
+    assert_eq!(mode_of(&data), 0o700);
+    for file in [
+        "tls-cert.pem",
+        "tls-key.pem",
+        "jwt-secret.key",
+        "secure-api.db",
+    ] {
+        assert_eq!(mode_of(&data.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(
+        std::fs::read(data.join("jwt-secret.key")).unwrap().len(),
+        32
+    );
+    let cert = std::fs::read(data.join("tls-cert.pem")).unwrap();
+    let key = std::fs::read(data.join("jwt-secret.key")).unwrap();
+
+    let server = start_server(&data, &[]).await;
+    let config = client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);
+    // The generated certificate verifies for "localhost".
+    let stream = tls_connect(server.addr, config).await;
+    drop(stream);
+    let (status, stderr) = server.stop().await;
+    assert!(status.success());
+    assert!(
+        !stderr.contains("generated"),
+        "nothing new generated: {stderr}"
+    );
+    assert_eq!(std::fs::read(data.join("tls-cert.pem")).unwrap(), cert);
+    assert_eq!(std::fs::read(data.join("jwt-secret.key")).unwrap(), key);
+}
+
+#[tokio::test]
+async fn serve_refuses_a_tls_key_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Generate a certificate and key, then loosen the key's mode.
+    start_server(&data, &[]).await.stop().await;
+    let key = data.join("tls-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run_cli(&serve_args(&data, &[]), None).await;
+    assert_one_line_error(&output, "readable by group or others");
+    assert!(stderr_of(&output).contains("chmod 600"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_short_jwt_key_and_weak_argon2_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("short.key");
+    std::fs::write(&key, b"too-short").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = run_cli(
+        &serve_args(&data, &["--jwt-secret-file", key.to_str().unwrap()]),
+        None,
+    )
+    .await;
+    assert_one_line_error(&output, "at least 32");
+
+    let output = run_cli(
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--argon2-memory-kib",
+            "1024",
+        ],
+        None,
+    )
+    .await;
+    assert_one_line_error(&output, "OWASP");
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(&data, &[]).await;
+    let config = client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);
+    let mut stream = tls_connect(server.addr, config).await;
+
+    let body = serde_json::json!({
+        "username": "inflight", "email": "inflight@example.com", "password": STRONG_PASSWORD
+    })
+    .to_string();
+    let head = format!(
+        "POST /api/v1/auth/register HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.as_bytes().split_at(10);
+    stream.write_all(first).await.unwrap();
+    stream.flush().await.unwrap();
+
+    crate::helpers::send_signal(&server.child, "TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.write_all(rest).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .expect("response arrives")
+        .ok();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+
+    let mut child = server.child;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+async fn create_admin(
+    data: &std::path::Path,
+    username: &str,
+    email: &str,
+    password: &str,
+) -> std::process::Output {
+    let mut args = vec![
+        "create-admin",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--username",
+        username,
+        "--email",
+        email,
+    ];
+    args.extend_from_slice(&FAST_HASH_ARGS);
+    run_cli(&args, Some(password)).await
+}
+
+#[tokio::test]
+async fn create_admin_reads_stdin_and_stores_an_argon2id_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = create_admin(
+        &data,
+        "rootish",
+        "Ops@Example.com",
+        &format!("{STRONG_PASSWORD}\n"),
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created admin rootish"));
+    assert_eq!(mode_of(&data.join("secure-api.db")), 0o600);
+
+    let conn = rusqlite::Connection::open(data.join("secure-api.db")).unwrap();
+    let (role, active, email, hash): (String, bool, String, String) = conn
+        .query_row(
+            "SELECT role, is_active, email, password_hash FROM users WHERE username = 'rootish'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (role.as_str(), active, email.as_str()),
+        ("admin", true, "ops@example.com")
+    );
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(STRONG_PASSWORD));
+    // The trailing newline was not part of the password.
+    use argon2::PasswordVerifier;
+    let parsed = argon2::PasswordHash::new(&hash).unwrap();
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(STRONG_PASSWORD.as_bytes(), &parsed)
+            .is_ok()
+    );
+
+    let again = create_admin(&data, "ROOTISH", "other@example.com", STRONG_PASSWORD).await;
+    assert_one_line_error(&again, "already exists");
+}
+
+#[tokio::test]
+async fn create_admin_reads_a_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("pw");
+    std::fs::write(&file, format!("{STRONG_PASSWORD}\n")).unwrap();
+    let mut args = vec![
+        "create-admin",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--username",
+        "opsadmin",
+        "--email",
+        "ops@example.com",
+        "--password-file",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&FAST_HASH_ARGS);
+    let output = run_cli(&args, None).await;
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[tokio::test]
+async fn create_admin_applies_the_validation_and_password_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let weak = create_admin(&data, "opsadmin", "ops@example.com", "Password1!").await;
+    assert_one_line_error(&weak, "too common");
+    assert!(
+        !stderr_of(&weak).contains("Password1!"),
+        "the password is never echoed"
+    );
+    let short = create_admin(&data, "opsadmin", "ops@example.com", "Ab1!").await;
+    assert_one_line_error(&short, "at least 8");
+    let reserved = create_admin(&data, "admin", "ops@example.com", STRONG_PASSWORD).await;
+    assert_one_line_error(&reserved, "username is reserved");
+    let email = create_admin(&data, "opsadmin", "not-an-email", STRONG_PASSWORD).await;
+    assert_one_line_error(&email, "email is not a valid email address");
+    let empty = create_admin(&data, "opsadmin", "ops@example.com", "").await;
+    assert_eq!(empty.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn migrate_creates_checks_and_refuses_a_newer_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+
+    let check = run_cli(&["migrate", "--check", "--data-dir", data_arg], None).await;
+    assert_eq!(check.status.code(), Some(1), "no database yet: {check:?}");
+    assert!(
+        !data.join("secure-api.db").exists(),
+        "--check changes nothing"
+    );
+
+    let migrate = run_cli(&["migrate", "--data-dir", data_arg], None).await;
+    assert!(migrate.status.success(), "{migrate:?}");
+    assert_eq!(mode_of(&data), 0o700);
+    assert_eq!(mode_of(&data.join("secure-api.db")), 0o600);
+    let check = run_cli(&["migrate", "--check", "--data-dir", data_arg], None).await;
+    assert!(check.status.success(), "{check:?}");
+    let again = run_cli(&["migrate", "--data-dir", data_arg], None).await;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+
+    rusqlite::Connection::open(data.join("secure-api.db"))
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    assert_one_line_error(
+        &run_cli(&["migrate", "--data-dir", data_arg], None).await,
+        "newer",
+    );
+    assert_one_line_error(
+        &run_cli(&["migrate", "--check", "--data-dir", data_arg], None).await,
+        "newer",
+    );
+    assert_one_line_error(&run_cli(&serve_args(&data, &[]), None).await, "newer");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_database_of_another_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    rusqlite::Connection::open(data.join("secure-api.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x)")
+        .unwrap();
+    assert_one_line_error(
+        &run_cli(&serve_args(&data, &[]), None).await,
+        "no secure-api schema",
+    );
+}

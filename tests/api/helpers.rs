@@ -1,0 +1,349 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use secure_api::app::Application;
+use secure_api::config::Config;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+pub const STRONG_PASSWORD: &str = "Correct-Horse-9-Battery";
+
+/// Argon2 parameters that keep tests fast; only allowed with the insecure flag.
+pub const FAST_HASH_ARGS: [&str; 7] = [
+    "--argon2-memory-kib",
+    "1024",
+    "--argon2-time-cost",
+    "1",
+    "--argon2-parallelism",
+    "1",
+    "--insecure-fast-hash",
+];
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::new(dir.join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.hash.memory_kib = 1024;
+    config.hash.time_cost = 1;
+    config.hash.parallelism = 1;
+    config.allow_weak_hash = true;
+    config
+}
+
+/// The real application, in this process, on 127.0.0.1:0.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub tls: Arc<ClientConfig>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let data_dir = config.data_dir.clone();
+        let app = Application::build(config)
+            .await
+            .expect("application builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        let tls = client_config(&data_dir.join("tls-cert.pem"), &[b"http/1.1"]);
+        Self {
+            addr,
+            dir,
+            tls,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("secure-api.db")
+    }
+
+    pub async fn tls_stream(&self) -> TlsStream<TcpStream> {
+        tls_connect(self.addr, Arc::clone(&self.tls)).await
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> TestResponse {
+        let stream = self.tls_stream().await;
+        send_http1(stream, method, path, headers, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.request("GET", path, &[], None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> TestResponse {
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Some(&bytes),
+        )
+        .await
+    }
+
+    pub async fn register(&self, username: &str, email: &str) -> TestResponse {
+        self.post_json(
+            "/api/v1/auth/register",
+            &serde_json::json!({"username": username, "email": email, "password": STRONG_PASSWORD}),
+        )
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn client_config(cert_pem: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_versions(cert_pem, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// A client that trusts exactly the server's certificate: real verification.
+pub fn client_config_versions(
+    cert_pem: &Path,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert_pem).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+pub async fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the server")
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn send_http1(
+    stream: TlsStream<TcpStream>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> TestResponse {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    TestResponse {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub async fn send_http2(stream: TlsStream<TcpStream>, path: &str) -> TestResponse {
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = Request::builder()
+        .uri(format!("https://localhost{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    TestResponse {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secure-api")
+}
+
+/// Runs the binary to completion with `stdin` as its standard input.
+pub async fn run_cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_clear()
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        use tokio::io::AsyncWriteExt;
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        drop(pipe);
+    }
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("command finishes")
+        .unwrap()
+}
+
+/// `secure-api serve` as a child process, ready once it logged its address.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl ServerProcess {
+    /// Sends SIGTERM, waits for the exit, and returns the status and stderr.
+    pub async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        send_signal(&self.child, "TERM");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("server stops after SIGTERM")
+            .unwrap();
+        (status, self.stderr.await.unwrap())
+    }
+}
+
+pub fn serve_args<'a>(data_dir: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&FAST_HASH_ARGS);
+    args.extend_from_slice(extra);
+    args
+}
+
+pub async fn start_server(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+    let mut child = Command::new(bin())
+        .args(serve_args(data_dir, extra))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text).await;
+        text
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if let Some(address) = entry.get("address").and_then(|a| a.as_str()) {
+                return address.parse::<SocketAddr>().unwrap();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .expect("server becomes ready");
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    ServerProcess {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+/// Sends SIGTERM (no unsafe code: through kill(1)).
+pub fn send_signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("child is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}

@@ -1,0 +1,15 @@
+//! Black-box tests at the HTTP boundary, over real TLS, each with its own data
+//! directory and an ephemeral port; plus the real binary for the CLI.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod cli;
+mod helpers;
+mod http_contract;
+mod register;
+mod store_ops;
+mod transport;

@@ -1,0 +1,175 @@
+//! TLS versions and ALPN, deadlines on slow clients, the connection cap.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{
+    TestApp, client_config, client_config_versions, send_http1, send_http2, tls_connect,
+};
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_accepted() {
+    let app = TestApp::spawn().await;
+    let cert = app.data_dir().join("tls-cert.pem");
+    for (version, expected) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let config = client_config_versions(&cert, &[b"http/1.1"], &[version]);
+        let stream = tls_connect(app.addr, config).await;
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(expected));
+        let response = send_http1(stream, "GET", "/health", &[], None).await;
+        assert_eq!(response.status, 200);
+    }
+}
+
+/// A hand-made ClientHello offering only `version` (no supported_versions
+/// extension), otherwise acceptable to a TLS 1.2 server: ECDHE-ECDSA-AES-GCM,
+/// P-256/X25519, ECDSA-SHA256 signatures.
+fn client_hello(version: [u8; 2]) -> Vec<u8> {
+    fn with_len16(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+    fn extension(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut out = kind.to_be_bytes().to_vec();
+        out.extend_from_slice(&with_len16(body));
+        out
+    }
+    let mut extensions = Vec::new();
+    let mut sni = vec![0u8];
+    sni.extend_from_slice(&with_len16(b"localhost"));
+    extensions.extend(extension(0x0000, &with_len16(&sni)));
+    extensions.extend(extension(0x000a, &with_len16(&[0x00, 0x1d, 0x00, 0x17])));
+    extensions.extend(extension(0x000b, &[1, 0]));
+    extensions.extend(extension(
+        0x000d,
+        &with_len16(&[0x04, 0x03, 0x08, 0x04, 0x04, 0x01]),
+    ));
+    extensions.extend(extension(0xff01, &[0]));
+
+    let mut hello = version.to_vec();
+    hello.extend_from_slice(&[0x42; 32]);
+    hello.push(0);
+    hello.extend_from_slice(&with_len16(&[
+        0xc0, 0x2b, 0xc0, 0x2f, 0xc0, 0x13, 0xc0, 0x09, 0x00, 0x2f,
+    ]));
+    hello.extend_from_slice(&[1, 0]);
+    hello.extend_from_slice(&with_len16(&extensions));
+
+    let mut handshake = vec![0x01];
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, version[0], version[1]];
+    record.extend_from_slice(&with_len16(&handshake));
+    record
+}
+
+async fn first_reply(app: &TestApp, hello: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(hello).await.unwrap();
+    let mut reply = vec![0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut reply))
+        .await
+        .expect("the server answers")
+        .unwrap_or(0);
+    reply.truncate(n);
+    reply
+}
+
+#[tokio::test]
+async fn tls_1_1_is_refused_where_the_same_hello_as_1_2_is_answered() {
+    let app = TestApp::spawn().await;
+    // Control: the very same hello, as TLS 1.2, gets a ServerHello.
+    let reply = first_reply(&app, &client_hello([0x03, 0x03])).await;
+    assert_eq!(
+        reply.first(),
+        Some(&0x16),
+        "a handshake record: {reply:02x?}"
+    );
+    assert_eq!(reply.get(5), Some(&0x02), "ServerHello: {reply:02x?}");
+
+    for old in [[0x03, 0x02], [0x03, 0x01]] {
+        let reply = first_reply(&app, &client_hello(old)).await;
+        if let Some(&content_type) = reply.first() {
+            assert_eq!(
+                content_type, 0x15,
+                "an alert, not a handshake: {reply:02x?}"
+            );
+            assert_eq!(reply.get(5), Some(&2), "a fatal alert: {reply:02x?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn alpn_offers_h2_and_http_1_1() {
+    let app = TestApp::spawn().await;
+    let cert = app.data_dir().join("tls-cert.pem");
+
+    let h2 = tls_connect(app.addr, client_config(&cert, &[b"h2", b"http/1.1"])).await;
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let response = send_http2(h2, "/health").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-frame-options"), Some("DENY"));
+
+    let h1 = tls_connect(app.addr, client_config(&cert, &[b"http/1.1"])).await;
+    assert_eq!(h1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> bool {
+    let mut buf = vec![0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A 408 or similar before the close is fine.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let app = TestApp::spawn_with(|c| c.server.header_read_timeout = Duration::from_secs(1)).await;
+    let mut stream = app.tls_stream().await;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(15)).await);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_the_tls_handshake_is_disconnected() {
+    let app =
+        TestApp::spawn_with(|c| c.server.tls_handshake_timeout = Duration::from_secs(1)).await;
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    assert!(closed_within(&mut tcp, Duration::from_secs(15)).await);
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    let app = TestApp::spawn_with(|c| c.server.max_connections = 2).await;
+    let first = app.tls_stream().await;
+    let _second = app.tls_stream().await;
+
+    let cert = app.data_dir().join("tls-cert.pem");
+    let third = tokio::spawn(tls_connect(app.addr, client_config(&cert, &[b"http/1.1"])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection is not served while two are open"
+    );
+
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    let response = send_http1(third, "GET", "/health", &[], None).await;
+    assert_eq!(response.status, 200);
+}
