@@ -268,17 +268,24 @@ pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
     stderr: tokio::task::JoinHandle<String>,
+    stdout: tokio::task::JoinHandle<String>,
 }
 
 impl ServerProcess {
     /// Sends SIGTERM, waits for the exit, and returns the status and stderr.
-    pub async fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub async fn stop(self) -> (std::process::ExitStatus, String) {
+        let (status, _, stderr) = self.stop_with_logs().await;
+        (status, stderr)
+    }
+
+    /// Like `stop`, also returning every log line written to stdout.
+    pub async fn stop_with_logs(mut self) -> (std::process::ExitStatus, String, String) {
         send_signal(&self.child, "TERM");
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("server stops after SIGTERM")
             .unwrap();
-        (status, self.stderr.await.unwrap())
+        (status, self.stdout.await.unwrap(), self.stderr.await.unwrap())
     }
 }
 
@@ -313,8 +320,11 @@ pub async fn start_server(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         text
     });
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = String::new();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = stdout.next_line().await.unwrap() {
+            log.push_str(&line);
+            log.push('\n');
             let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
             if let Some(address) = entry.get("address").and_then(|a| a.as_str()) {
                 return address.parse::<SocketAddr>().unwrap();
@@ -325,11 +335,18 @@ pub async fn start_server(data_dir: &Path, extra: &[&str]) -> ServerProcess {
     .await
     .expect("server becomes ready");
     // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    let stdout = tokio::spawn(async move {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
     ServerProcess {
         child,
         addr,
         stderr,
+        stdout,
     }
 }
 
