@@ -377,14 +377,20 @@ async fn logs_are_json_lines_with_one_access_line_per_request_and_no_secrets() {
     assert_eq!(line["user_agent"], "log-test/1.0");
     assert!(!stdout.contains(STRONG_PASSWORD), "no password in logs");
     assert!(!stdout.contains("$argon2"), "no hash in logs");
-    assert!(!stdout.contains("logcheck@example.com"), "no clear email in logs");
+    assert!(
+        !stdout.contains("logcheck@example.com"),
+        "no clear email in logs"
+    );
 }
 
 #[tokio::test]
 async fn console_log_format_is_available() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let args = serve_args(&data, &["--log-format", "console", "--log-level", "nonsense=="]);
+    let args = serve_args(
+        &data,
+        &["--log-format", "console", "--log-level", "nonsense=="],
+    );
     let output = run_cli(&args, None).await;
     assert_one_line_error(&output, "log-level");
     // The console format starts fine; then binding a port that is taken
@@ -408,5 +414,8 @@ async fn console_log_format_is_available() {
     let output = run_cli(&args, None).await;
     assert_one_line_error(&output, &format!("cannot listen on {taken_addr}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!stdout.trim_start().starts_with('{'), "console lines: {stdout}");
+    assert!(
+        !stdout.trim_start().starts_with('{'),
+        "console lines: {stdout}"
+    );
 }

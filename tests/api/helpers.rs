@@ -285,7 +285,11 @@ impl ServerProcess {
             .await
             .expect("server stops after SIGTERM")
             .unwrap();
-        (status, self.stdout.await.unwrap(), self.stderr.await.unwrap())
+        (
+            status,
+            self.stdout.await.unwrap(),
+            self.stderr.await.unwrap(),
+        )
     }
 }
 
