@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow};
@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::keys;
 use crate::auth::password::PasswordHasher;
+use crate::auth::tokens::TokenSigner;
 use crate::config::{
     Config, GENERATED_JWT_KEY, GENERATED_TLS_CERT, GENERATED_TLS_KEY, KeySource, TlsSource,
 };
@@ -19,7 +20,7 @@ use crate::files;
 use crate::http::middleware::HttpApp;
 use crate::http::router::{Router, table};
 use crate::server::{self, ServerLimits, tls};
-use crate::state::{AppState, HttpLimits};
+use crate::state::{AppState, HttpLimits, SessionPolicy};
 use crate::store::Store;
 
 pub struct Application {
@@ -61,7 +62,7 @@ impl Application {
         let material = tls::load(&cert_path, &key_path).map_err(|e| anyhow!(e))?;
         let acceptor = TlsAcceptor::from(tls::server_config(material).map_err(|e| anyhow!(e))?);
 
-        let _jwt_key = match &config.jwt_key {
+        let jwt_key = match &config.jwt_key {
             KeySource::File(path) => keys::load(path).map_err(|e| anyhow!(e))?,
             KeySource::Generated => {
                 let path = config.data_dir.join(GENERATED_JWT_KEY);
@@ -96,11 +97,22 @@ impl Application {
         let state = Arc::new(AppState {
             store,
             hasher,
+            tokens: TokenSigner::new(&jwt_key, config.access_token_ttl),
+            clock: config.clock,
             limits: HttpLimits {
                 max_body_bytes: config.max_body_bytes,
             },
+            sessions: SessionPolicy {
+                refresh_lifetime: config.refresh_lifetime,
+                reuse_grace: config.refresh_reuse_grace,
+            },
+            settings: RwLock::new(config.settings),
             started_at,
         });
+        // The dummy hash that unknown emails are checked against is made now,
+        // so the first such login costs no more than any other.
+        let warm = Arc::clone(&state);
+        tokio::spawn(async move { warm.hasher.warm_up().await });
         let app = Arc::new(HttpApp::new(state, Router::new(table(config.panic_probe))));
         Ok(Self {
             listener,

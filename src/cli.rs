@@ -126,6 +126,47 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_connections: usize,
+    /// Lifetime of access tokens
+    #[arg(
+        long,
+        env = "SECURE_API_ACCESS_TOKEN_MINUTES",
+        default_value_t = 15,
+        value_name = "MINUTES"
+    )]
+    pub access_token_minutes: u32,
+    /// Lifetime of a login's refresh tokens (rotation does not extend it)
+    #[arg(
+        long,
+        env = "SECURE_API_REFRESH_TOKEN_DAYS",
+        default_value_t = 7,
+        value_name = "DAYS"
+    )]
+    pub refresh_token_days: u32,
+    /// A rotated refresh token presented again this soon is refused without
+    /// revoking its login (two tabs refreshing at once)
+    #[arg(
+        long,
+        env = "SECURE_API_REFRESH_REUSE_GRACE_SECONDS",
+        default_value_t = 2,
+        value_name = "SECONDS"
+    )]
+    pub refresh_reuse_grace_seconds: u32,
+    /// Consecutive failed logins that lock an account
+    #[arg(
+        long,
+        env = "SECURE_API_MAX_LOGIN_ATTEMPTS",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub max_login_attempts: u32,
+    /// How long a lockout lasts
+    #[arg(
+        long,
+        env = "SECURE_API_LOCKOUT_MINUTES",
+        default_value_t = 30,
+        value_name = "MINUTES"
+    )]
+    pub lockout_minutes: u32,
     /// Log line format
     #[arg(
         long,

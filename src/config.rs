@@ -4,9 +4,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::auth::password::HashParams;
 use crate::cli::{HashArgs, ServeArgs};
+use crate::clock::{self, Clock};
 use crate::server::ServerLimits;
+use crate::state::RuntimeSettings;
 
 /// systemd credential names looked up in `$CREDENTIALS_DIRECTORY`.
 pub const CREDENTIAL_JWT_KEY: &str = "jwt-secret";
@@ -47,6 +51,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub server: ServerLimits,
     pub db_pool_size: u32,
+    pub access_token_ttl: time::Duration,
+    pub refresh_lifetime: time::Duration,
+    pub refresh_reuse_grace: time::Duration,
+    /// Start-up values of the settings an admin can change at run time.
+    pub settings: RuntimeSettings,
+    pub clock: Arc<dyn Clock>,
     /// Adds a route that panics; only tests set it.
     pub panic_probe: bool,
 }
@@ -66,6 +76,15 @@ impl Config {
             max_body_bytes: 16_384,
             server: ServerLimits::default(),
             db_pool_size: 8,
+            access_token_ttl: time::Duration::minutes(15),
+            refresh_lifetime: time::Duration::days(7),
+            refresh_reuse_grace: time::Duration::seconds(2),
+            settings: RuntimeSettings {
+                registration_enabled: true,
+                max_login_attempts: 5,
+                lockout_minutes: 30,
+            },
+            clock: clock::system(),
             panic_probe: false,
         }
     }
@@ -126,11 +145,41 @@ impl Config {
         config.hash_queue = args.hash_queue;
         config.max_body_bytes = args.max_body_bytes;
         config.server.max_connections = args.max_connections;
+        config.access_token_ttl = time::Duration::minutes(i64::from(in_range(
+            "--access-token-minutes",
+            args.access_token_minutes,
+            1,
+            1440,
+        )?));
+        config.refresh_lifetime = time::Duration::days(i64::from(in_range(
+            "--refresh-token-days",
+            args.refresh_token_days,
+            1,
+            365,
+        )?));
+        config.refresh_reuse_grace = time::Duration::seconds(i64::from(in_range(
+            "--refresh-reuse-grace-seconds",
+            args.refresh_reuse_grace_seconds,
+            0,
+            60,
+        )?));
+        config.settings.max_login_attempts =
+            in_range("--max-login-attempts", args.max_login_attempts, 1, 100)?;
+        config.settings.lockout_minutes =
+            in_range("--lockout-minutes", args.lockout_minutes, 1, 10_080)?;
         Ok(config)
     }
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join(crate::store::DB_FILE)
+    }
+}
+
+fn in_range(flag: &str, value: u32, min: u32, max: u32) -> Result<u32, String> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{flag} must be between {min} and {max}"))
     }
 }
 

@@ -115,6 +115,13 @@ impl PasswordHasher {
         })
     }
 
+    /// Computes the dummy hash ahead of the first unknown-email login.
+    pub async fn warm_up(&self) {
+        if let Err(e) = self.dummy_hash().await {
+            tracing::warn!(error = %e, "could not precompute the dummy password hash");
+        }
+    }
+
     async fn dummy_hash(&self) -> Result<String, HashError> {
         self.dummy_hash
             .get_or_try_init(|| async {

@@ -1,9 +1,12 @@
 //! Domain types: parse, don't validate. A value of one of these types is valid
 //! by construction; nothing here does I/O or knows about HTTP or SQL.
 
+pub mod audit;
 pub mod email;
 pub mod full_name;
+pub mod lockout;
 pub mod password;
+pub mod rbac;
 pub mod role;
 pub mod user;
 pub mod username;

@@ -50,3 +50,23 @@ pub struct NewUser {
     pub role: Role,
     pub password_hash: String,
 }
+
+/// What login needs to know about an account, hash included. Never leaves
+/// the server: there is no DTO for it.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+    pub token_version: i64,
+    pub failed_login_count: u32,
+    pub locked_until: Option<OffsetDateTime>,
+}
+
+/// What every authenticated request checks: the account still exists, is
+/// active, and has not bumped its token version since the token was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthState {
+    pub role: Role,
+    pub is_active: bool,
+    pub token_version: i64,
+}

@@ -13,10 +13,13 @@ use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use super::authenticate::{Principal, authenticate};
 use super::error::ApiError;
 use super::extract::precheck_body;
 use super::response::Body;
-use super::router::{Ctx, Match, Router};
+use super::router::{Access, Ctx, Match, Router};
+use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::rbac;
 use crate::state::AppState;
 
 /// The connection a request arrived on.
@@ -92,6 +95,7 @@ impl HttpApp {
             "request",
             request_id = %request_id,
             client_ip = %conn.peer.ip(),
+            user_id = tracing::field::Empty,
         );
 
         let (route, mut response) = self
@@ -148,11 +152,16 @@ impl HttpApp {
         if let Err(error) = precheck_body(&req, self.state.limits.max_body_bytes) {
             return (template, error.into_response(&request_id));
         }
+        let principal = match self.authorize(route.access, &req, conn, &request_id).await {
+            Ok(principal) => principal,
+            Err(error) => return (template, error.into_response(&request_id)),
+        };
         let ctx = Ctx {
             state: Arc::clone(&self.state),
             request_id: Arc::clone(&request_id),
             client_ip: conn.peer.ip(),
             params,
+            principal,
         };
         let outcome = AssertUnwindSafe((route.handler)(ctx, req))
             .catch_unwind()
@@ -164,6 +173,51 @@ impl HttpApp {
             });
         let response = outcome.unwrap_or_else(|error| error.into_response(&request_id));
         (template, response)
+    }
+}
+
+impl HttpApp {
+    /// Authentication, then the route's permission. A denial is a 403 and an
+    /// audit event.
+    async fn authorize(
+        &self,
+        access: Access,
+        req: &Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+    ) -> Result<Option<Principal>, ApiError> {
+        let required = match access {
+            Access::Public => return Ok(None),
+            Access::Authenticated => None,
+            Access::Permission(permission) => Some(permission),
+        };
+        let principal = authenticate(&self.state, req.headers()).await?;
+        tracing::Span::current().record("user_id", principal.user_id.as_str());
+        if let Some(permission) = required
+            && !rbac::allows(principal.role, permission)
+        {
+            let event = AuditEvent {
+                kind: AuditKind::PermissionDenied,
+                user_id: Some(principal.user_id.clone()),
+                client_ip: Some(conn.peer.ip().to_string()),
+                request_id: Some(request_id.to_owned()),
+                detail: serde_json::json!({
+                    "permission": permission.as_str(),
+                    "role": principal.role.as_str(),
+                    "method": req.method().as_str(),
+                }),
+            };
+            event.log();
+            let now = self.state.clock.now();
+            if let Err(e) = self.state.store.record_audit(event, now).await {
+                tracing::error!(error = %e, "could not store an audit event");
+            }
+            return Err(ApiError::Forbidden {
+                code: "forbidden",
+                detail: "You do not have permission to perform this action",
+            });
+        }
+        Ok(Some(principal))
     }
 }
 

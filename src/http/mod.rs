@@ -1,6 +1,8 @@
 //! The hand-built HTTP layer: the route table, the middleware that wraps every
 //! request, problem+json errors and request extractors.
 
+pub mod authenticate;
+pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod middleware;

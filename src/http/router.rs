@@ -7,6 +7,10 @@
 //! | GET    | /health                    | public |
 //! | GET    | /health/ready              | public |
 //! | POST   | /api/v1/auth/register      | public |
+//! | POST   | /api/v1/auth/login         | public |
+//! | POST   | /api/v1/auth/refresh       | public (refresh token) |
+//! | POST   | /api/v1/auth/logout        | public (refresh token, optional) |
+//! | POST   | /api/v1/auth/logout-all    | authenticated |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +20,10 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use super::authenticate::Principal;
 use super::error::ApiError;
 use super::response::Body;
+use crate::domain::rbac::Permission;
 use crate::routes;
 use crate::state::AppState;
 
@@ -32,12 +38,18 @@ pub struct Ctx {
     pub client_ip: std::net::IpAddr,
     /// Values of the `{param}` segments, in order.
     pub params: Vec<String>,
+    /// Set on every route that is not `Access::Public`.
+    pub principal: Option<Principal>,
 }
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Public,
+    /// Any authenticated, active account.
+    Authenticated,
+    /// An authenticated account whose role grants this permission.
+    Permission(Permission),
 }
 
 pub struct Route {
@@ -87,6 +99,30 @@ pub fn table(with_panic_probe: bool) -> Vec<Route> {
             "/api/v1/auth/register",
             Access::Public,
             handler!(routes::auth::register),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/auth/login",
+            Access::Public,
+            handler!(routes::auth::login),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            Access::Public,
+            handler!(routes::auth::refresh),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Access::Public,
+            handler!(routes::auth::logout),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/auth/logout-all",
+            Access::Authenticated,
+            handler!(routes::auth::logout_all),
         ),
     ];
     if with_panic_probe {

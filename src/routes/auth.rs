@@ -1,25 +1,34 @@
-//! `/api/v1/auth`: account registration (login, refresh and logout follow).
+//! `/api/v1/auth`: registration, login, refresh rotation with reuse
+//! detection, logout and logout-all.
 
 use std::borrow::Cow;
 
-use http::{Request, StatusCode};
+use http::header::SET_COOKIE;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
 
+use super::audit;
 use crate::domain::Invalid;
-use crate::domain::email::Email;
+use crate::domain::audit::AuditKind;
+use crate::domain::email::{self, Email};
 use crate::domain::full_name::FullName;
-use crate::domain::password::NewPassword;
+use crate::domain::lockout;
+use crate::domain::password::{LoginPassword, NewPassword};
 use crate::domain::role::Role;
-use crate::domain::user::NewUser;
+use crate::domain::user::{NewUser, User};
 use crate::domain::username::Username;
+use crate::http::cookies::{REFRESH_COOKIE, clear_refresh_cookie, read_cookie, refresh_cookie};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract;
-use crate::http::response::json;
+use crate::http::response::{Body, json};
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
 use crate::store::StoreError;
+use crate::store::sessions::{NewSession, Rotation};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +96,12 @@ impl AccountInput {
 }
 
 pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    if !ctx.state.settings().registration_enabled {
+        return Err(ApiError::Forbidden {
+            code: "registration_closed",
+            detail: "Registration is closed",
+        });
+    }
     let body: RegisterRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
     let input = AccountInput::parse(
         &body.username,
@@ -95,6 +110,12 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         SecretString::new(body.password),
     )?;
     let password_hash = ctx.state.hasher.hash(input.password.secret()).await?;
+    let event = audit::event(
+        &ctx,
+        AuditKind::Registration,
+        None,
+        json!({ "username": input.username.as_str(), "email": input.email.masked() }),
+    );
     let new_user = NewUser {
         username: input.username,
         email: input.email,
@@ -102,10 +123,11 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         role: Role::User,
         password_hash,
     };
+    let now = ctx.state.clock.now();
     let user = ctx
         .state
         .store
-        .create_user(new_user)
+        .create_user(new_user, now, Some(event.clone()))
         .await
         .map_err(|e| match e {
             // Same answer for a taken username and a taken email: no enumeration.
@@ -115,6 +137,332 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             },
             other => ApiError::from(other),
         })?;
-    tracing::info!(user_id = user.id.as_str(), "user registered");
+    audit::event(
+        &ctx,
+        AuditKind::Registration,
+        Some(user.id.as_str()),
+        event.detail,
+    )
+    .log();
     json(StatusCode::CREATED, &UserDto::from(&user)).map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    email: String,
+    password: String,
+    /// Part of the contract for the coming TOTP second factor; no account can
+    /// enable a second factor yet, so there is nothing to check it against.
+    #[allow(dead_code)]
+    totp_code: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+const INVALID_CREDENTIALS: ApiError = ApiError::Unauthorized {
+    code: "invalid_credentials",
+    detail: "Invalid email or password",
+};
+
+/// Unknown email, wrong password, deactivated and locked accounts all get the
+/// same 401, after the same single Argon2 verification.
+pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let body: LoginRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let mut errors = Vec::new();
+    let email = body.email.trim().to_ascii_lowercase();
+    if email.is_empty() || email.len() > 254 {
+        errors.push(FieldError::new("email", "must be 1 to 254 characters long"));
+    }
+    let password = match LoginPassword::parse(SecretString::new(body.password)) {
+        Ok(password) => Some(password),
+        Err(Invalid(message)) => {
+            errors.push(FieldError::new("password", message));
+            None
+        }
+    };
+    let Some(password) = password.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+
+    let state = &ctx.state;
+    let credentials = state.store.credentials_by_email(email.clone()).await?;
+    let verified = state
+        .hasher
+        .verify(
+            password.secret(),
+            credentials.as_ref().map(|c| c.password_hash.clone()),
+        )
+        .await?;
+    let now = state.clock.now();
+    let failure = |reason: &str, user_id: Option<&str>| {
+        audit::event(
+            &ctx,
+            AuditKind::LoginFailure,
+            user_id,
+            json!({ "email": email::mask(&email), "reason": reason }),
+        )
+    };
+
+    let Some(credentials) = credentials else {
+        audit::record(&ctx, failure("unknown_email", None)).await;
+        return Err(INVALID_CREDENTIALS);
+    };
+    let user_id = credentials.user.id.as_str().to_owned();
+    if lockout::is_locked(credentials.locked_until, now) {
+        audit::record(&ctx, failure("locked", Some(&user_id))).await;
+        return Err(INVALID_CREDENTIALS);
+    }
+    if !credentials.user.is_active {
+        audit::record(&ctx, failure("inactive", Some(&user_id))).await;
+        return Err(INVALID_CREDENTIALS);
+    }
+    if !verified.matches {
+        let event = failure("wrong_password", Some(&user_id));
+        event.log();
+        let policy = state.settings().lockout_policy();
+        let locked = state
+            .store
+            .login_failed(user_id.clone(), policy, now, event.clone())
+            .await?;
+        if let Some(until) = locked {
+            event
+                .follow_up(
+                    AuditKind::Lockout,
+                    json!({ "locked_until": until.unix_timestamp() }),
+                )
+                .log();
+        }
+        return Err(INVALID_CREDENTIALS);
+    }
+
+    // The stored hash used older parameters: upgrade it now that we have the
+    // password. A saturated hasher only postpones this to a later login.
+    let new_hash = if verified.needs_rehash {
+        state.hasher.hash(password.secret()).await.ok()
+    } else {
+        None
+    };
+    let session = NewSession {
+        family_id: random_id(),
+        jti: random_id(),
+        issued_at: now,
+        family_expires_at: now + state.sessions.refresh_lifetime,
+    };
+    let event = audit::event(&ctx, AuditKind::LoginSuccess, Some(&user_id), json!({}));
+    state
+        .store
+        .login_succeeded(user_id.clone(), new_hash, session.clone(), event.clone())
+        .await?;
+    event.log();
+    token_response(
+        &ctx,
+        &credentials.user,
+        credentials.token_version,
+        &session.family_id,
+        &session.jti,
+        session.family_expires_at,
+        now,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// The refresh token from the cookie, else from a JSON body.
+async fn presented_refresh_token(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> Result<Option<String>, ApiError> {
+    if let Some(cookie) = read_cookie(req.headers(), REFRESH_COOKIE) {
+        return Ok(Some(cookie.to_owned()));
+    }
+    let body = extract::read_body(req, ctx.state.limits.max_body_bytes).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let parsed: RefreshRequest = extract::parse_json(&body)?;
+    Ok(Some(parsed.refresh_token))
+}
+
+/// A 401 that also clears the refresh cookie.
+fn unauthorized_clearing_cookie(
+    ctx: &Ctx,
+    code: &'static str,
+    detail: &'static str,
+) -> HandlerResult {
+    let mut response = ApiError::Unauthorized { code, detail }.into_response(&ctx.request_id);
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, clear_refresh_cookie());
+    Ok(response)
+}
+
+pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let token = presented_refresh_token(&ctx, req).await?;
+    let state = &ctx.state;
+    let now = state.clock.now();
+    let Some(claims) = token.and_then(|t| state.tokens.verify_refresh(&t, Some(now)).ok()) else {
+        return unauthorized_clearing_cookie(
+            &ctx,
+            "invalid_token",
+            "Invalid or expired refresh token",
+        );
+    };
+    let new_jti = random_id();
+    let reuse_event = audit::event(&ctx, AuditKind::RefreshReuseDetected, None, json!({}));
+    let rotation = state
+        .store
+        .rotate_refresh(
+            claims.jti,
+            new_jti.clone(),
+            now,
+            state.sessions.reuse_grace,
+            state.sessions.refresh_lifetime,
+            reuse_event.clone(),
+        )
+        .await?;
+    match rotation {
+        Rotation::Rotated {
+            user,
+            token_version,
+            family_id,
+            expires_at,
+        } => token_response(
+            &ctx,
+            &user,
+            token_version,
+            &family_id,
+            &new_jti,
+            expires_at,
+            now,
+        ),
+        // Another tab rotated this token a moment ago and holds the new
+        // cookie; clearing the cookie here would log that tab out too.
+        Rotation::RecentlyRotated => Err(ApiError::Unauthorized {
+            code: "invalid_token",
+            detail: "Invalid or expired refresh token",
+        }),
+        Rotation::ReuseDetected { user_id, family_id } => {
+            audit::event(
+                &ctx,
+                AuditKind::RefreshReuseDetected,
+                Some(&user_id),
+                json!({ "family_id": family_id }),
+            )
+            .log();
+            unauthorized_clearing_cookie(&ctx, "invalid_token", "Invalid or expired refresh token")
+        }
+        Rotation::Rejected => {
+            unauthorized_clearing_cookie(&ctx, "invalid_token", "Invalid or expired refresh token")
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+/// Ends the login the refresh token belongs to (an expired one is accepted:
+/// logging out must always work) and clears the cookie.
+pub async fn logout(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let token = presented_refresh_token(&ctx, req).await?;
+    let claims = token.and_then(|t| ctx.state.tokens.verify_refresh(&t, None).ok());
+    if let Some(claims) = claims {
+        let event = audit::event(&ctx, AuditKind::Logout, None, json!({}));
+        let now = ctx.state.clock.now();
+        let recorded = ctx.state.store.logout(Some(claims.fam), now, event).await?;
+        recorded.log();
+    }
+    with_cleared_cookie(json(
+        StatusCode::OK,
+        &Message {
+            message: "Successfully logged out",
+        },
+    ))
+}
+
+/// Ends every login of the caller and invalidates every access token issued
+/// so far, the one used for this call included.
+pub async fn logout_all(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    let principal = ctx.principal.as_ref().ok_or(ApiError::Unauthorized {
+        code: "not_authenticated",
+        detail: "Authentication required",
+    })?;
+    let event = audit::event(
+        &ctx,
+        AuditKind::LogoutAll,
+        Some(&principal.user_id),
+        json!({}),
+    );
+    let now = ctx.state.clock.now();
+    let recorded = ctx
+        .state
+        .store
+        .logout_all(principal.user_id.clone(), now, event)
+        .await?;
+    recorded.log();
+    with_cleared_cookie(json(
+        StatusCode::OK,
+        &Message {
+            message: "Successfully logged out from all sessions",
+        },
+    ))
+}
+
+fn with_cleared_cookie(response: Result<Response<Body>, serde_json::Error>) -> HandlerResult {
+    let mut response = response.map_err(ApiError::internal)?;
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, clear_refresh_cookie());
+    Ok(response)
+}
+
+/// Signs a new access token and the refresh token `jti`, and answers with
+/// both: the access token in the body, the refresh token in the cookie.
+pub(crate) fn token_response(
+    ctx: &Ctx,
+    user: &User,
+    token_version: i64,
+    family_id: &str,
+    jti: &str,
+    refresh_expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> HandlerResult {
+    let tokens = &ctx.state.tokens;
+    let user_id = user.id.as_str();
+    let access = tokens
+        .issue_access(user_id, user.role.as_str(), token_version, now)
+        .map_err(ApiError::internal)?;
+    let refresh = tokens
+        .issue_refresh(user_id, family_id, jti, now, refresh_expires_at)
+        .map_err(ApiError::internal)?;
+    let mut response = json(
+        StatusCode::OK,
+        &TokenResponse {
+            access_token: access.token,
+            token_type: "bearer",
+            expires_in: access.expires_in,
+        },
+    )
+    .map_err(ApiError::internal)?;
+    let max_age = (refresh_expires_at - now).whole_seconds();
+    let cookie = refresh_cookie(&refresh, max_age).ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!("refresh token is not a header value"))
+    })?;
+    response.headers_mut().insert(SET_COOKIE, cookie);
+    Ok(response)
+}
+
+fn random_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }

@@ -19,10 +19,11 @@ pub struct TlsMaterial {
     pub key: PrivateKeyDer<'static>,
 }
 
-/// The one crypto provider of the process, chosen explicitly (ring) rather
+/// The one crypto library of the process, chosen explicitly (aws-lc-rs, which
+/// also signs our JWTs and backs the generated certificate) rather
 /// than by whichever crate feature happens to be on.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Loads a PEM certificate chain and key; the key file must not be readable

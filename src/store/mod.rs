@@ -2,8 +2,10 @@
 //! async methods; every statement here runs on the blocking pool, write
 //! transactions begin IMMEDIATE, and every connection gets the same pragmas.
 
+mod audit;
 pub mod backup;
 pub mod migrations;
+pub mod sessions;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -14,9 +16,14 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
 
-use crate::domain::user::{NewUser, User};
+use crate::clock::Clock as _;
+
+use crate::domain::audit::AuditEvent;
+use crate::domain::lockout::LockoutPolicy;
+use crate::domain::user::{AuthState, Credentials, NewUser, User};
 use crate::files;
 use migrations::Plan;
+use sessions::{NewSession, Rotation};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "secure-api.db";
@@ -167,8 +174,156 @@ impl Store {
         .await
     }
 
-    pub async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
-        self.write(move |tx| users::insert(tx, &user, now())).await
+    pub async fn create_user(
+        &self,
+        user: NewUser,
+        now: OffsetDateTime,
+        audit: Option<AuditEvent>,
+    ) -> Result<User, StoreError> {
+        self.write(move |tx| {
+            let created = users::insert(tx, &user, now)?;
+            if let Some(mut event) = audit {
+                event.user_id = Some(created.id.as_str().to_owned());
+                audit::insert(tx, &event, now)?;
+            }
+            Ok(created)
+        })
+        .await
+    }
+
+    pub async fn credentials_by_email(
+        &self,
+        email: String,
+    ) -> Result<Option<Credentials>, StoreError> {
+        self.read(move |conn| users::credentials_by_email(conn, &email))
+            .await
+    }
+
+    /// The per-request check of a bearer token's user: one primary-key read.
+    pub async fn auth_state(&self, user_id: String) -> Result<Option<AuthState>, StoreError> {
+        self.read(move |conn| users::auth_state(conn, &user_id))
+            .await
+    }
+
+    /// Records a wrong password (and the lockout it may cause) with its audit
+    /// rows in one transaction; returns the lock end when this failure locks.
+    pub async fn login_failed(
+        &self,
+        user_id: String,
+        policy: LockoutPolicy,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.write(move |tx| {
+            let locked_until = users::record_failure(tx, &user_id, policy, now)?;
+            audit::insert(tx, &event, now)?;
+            if let Some(until) = locked_until {
+                let lock = event.follow_up(
+                    crate::domain::audit::AuditKind::Lockout,
+                    serde_json::json!({ "locked_until": until.unix_timestamp() }),
+                );
+                audit::insert(tx, &lock, now)?;
+            }
+            Ok(locked_until)
+        })
+        .await
+    }
+
+    /// A successful login: counters reset, hash upgraded if asked, the first
+    /// refresh token of a new family stored, the audit row written.
+    pub async fn login_succeeded(
+        &self,
+        user_id: String,
+        new_hash: Option<String>,
+        session: NewSession,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            users::record_success(tx, &user_id, new_hash.as_deref())?;
+            sessions::create(tx, &user_id, &session)?;
+            audit::insert(tx, &event, session.issued_at)
+        })
+        .await
+    }
+
+    /// Rotates a refresh token; on reuse of a consumed token after the grace
+    /// window the family is revoked and `reuse_event` (completed with the
+    /// user) recorded in the same transaction.
+    pub async fn rotate_refresh(
+        &self,
+        jti: String,
+        new_jti: String,
+        now: OffsetDateTime,
+        grace: time::Duration,
+        token_lifetime: time::Duration,
+        reuse_event: AuditEvent,
+    ) -> Result<Rotation, StoreError> {
+        self.write(move |tx| {
+            let rotation = sessions::rotate(tx, &jti, &new_jti, now, grace, token_lifetime)?;
+            if let Rotation::ReuseDetected { user_id, family_id } = &rotation {
+                let mut event = reuse_event;
+                event.user_id = Some(user_id.clone());
+                event.detail = serde_json::json!({ "family_id": family_id });
+                audit::insert(tx, &event, now)?;
+            }
+            Ok(rotation)
+        })
+        .await
+    }
+
+    /// Ends one login; the audit row names its user when the family was live.
+    pub async fn logout(
+        &self,
+        family_id: Option<String>,
+        now: OffsetDateTime,
+        mut event: AuditEvent,
+    ) -> Result<AuditEvent, StoreError> {
+        self.write(move |tx| {
+            if let Some(family_id) = family_id {
+                event.user_id = sessions::revoke_family(tx, &family_id, "logout", now)?;
+            }
+            audit::insert(tx, &event, now)?;
+            Ok(event)
+        })
+        .await
+    }
+
+    /// Ends every login of a user and invalidates every access token issued so far.
+    pub async fn logout_all(
+        &self,
+        user_id: String,
+        now: OffsetDateTime,
+        mut event: AuditEvent,
+    ) -> Result<AuditEvent, StoreError> {
+        self.write(move |tx| {
+            users::bump_token_version(tx, &user_id)?;
+            let ended = sessions::revoke_all_for_user(tx, &user_id, "logout_all", now)?;
+            event.detail = serde_json::json!({ "sessions_ended": ended });
+            audit::insert(tx, &event, now)?;
+            Ok(event)
+        })
+        .await
+    }
+
+    pub async fn record_audit(
+        &self,
+        event: AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| audit::insert(tx, &event, now)).await
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        run_blocking(move || {
+            let conn = pool.get()?;
+            work(&conn)
+        })
+        .await
     }
 
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -192,7 +347,7 @@ impl Store {
 pub fn create_user_blocking(conn: &mut Connection, user: &NewUser) -> Result<User, StoreError> {
     Plan::CURRENT.ensure_ready(conn)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let created = users::insert(&tx, user, now())?;
+    let created = users::insert(&tx, user, crate::clock::SystemClock.now())?;
     tx.commit()?;
     Ok(created)
 }
@@ -206,10 +361,4 @@ where
     tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|_| StoreError::Task)?
-}
-
-/// Wall-clock time at whole-second precision, as stored.
-fn now() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
 }

@@ -1,10 +1,11 @@
-use rusqlite::{Row, Transaction};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::StoreError;
+use crate::domain::lockout::LockoutPolicy;
 use crate::domain::role::Role;
-use crate::domain::user::{NewUser, User, UserId};
+use crate::domain::user::{AuthState, Credentials, NewUser, User, UserId};
 
 const USER_COLUMNS: &str =
     "id, username, email, full_name, role, is_active, created_at, updated_at";
@@ -49,7 +50,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let id: String = row.get(0)?;
     let role: String = row.get(4)?;
     Ok(User {
@@ -64,7 +65,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-fn format_time(t: OffsetDateTime) -> Result<String, StoreError> {
+pub(super) fn format_time(t: OffsetDateTime) -> Result<String, StoreError> {
     t.format(&Rfc3339)
         .map_err(|e| StoreError::Schema(format!("cannot format a timestamp: {e}")))
 }
@@ -80,4 +81,102 @@ fn conversion_error(idx: usize, what: &'static str) -> rusqlite::Error {
         rusqlite::types::Type::Text,
         Box::<dyn std::error::Error + Send + Sync>::from(what),
     )
+}
+
+pub(super) fn credentials_by_email(
+    conn: &Connection,
+    email: &str,
+) -> Result<Option<Credentials>, StoreError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS}, password_hash, token_version, failed_login_count, locked_until \
+         FROM users WHERE email = ?1"
+    );
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row([email], |row| {
+            let locked_until: Option<i64> = row.get(11)?;
+            Ok(Credentials {
+                user: user_from_row(row)?,
+                password_hash: row.get(8)?,
+                token_version: row.get(9)?,
+                failed_login_count: row.get(10)?,
+                locked_until: locked_until
+                    .map(OffsetDateTime::from_unix_timestamp)
+                    .transpose()
+                    .map_err(|_| conversion_error(11, "bad lock time"))?,
+            })
+        })
+        .optional()?;
+    Ok(found)
+}
+
+pub(super) fn auth_state(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<Option<AuthState>, StoreError> {
+    let found = conn
+        .prepare_cached("SELECT role, is_active, token_version FROM users WHERE id = ?1")?
+        .query_row([user_id], |row| {
+            let role: String = row.get(0)?;
+            Ok(AuthState {
+                role: Role::parse(&role).map_err(|_| conversion_error(0, "unknown role"))?,
+                is_active: row.get(1)?,
+                token_version: row.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(found)
+}
+
+pub(super) fn by_id(tx: &Transaction<'_>, user_id: &str) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row([user_id], user_from_row)
+        .optional()?)
+}
+
+/// Counts a failed password; returns the lock end when this failure locks.
+pub(super) fn record_failure(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    policy: LockoutPolicy,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, StoreError> {
+    let previous: u32 = tx
+        .prepare_cached("SELECT failed_login_count FROM users WHERE id = ?1")?
+        .query_row([user_id], |r| r.get(0))?;
+    let after = policy.after_failure(previous, now);
+    tx.prepare_cached(
+        "UPDATE users SET failed_login_count = ?2, \
+         locked_until = COALESCE(?3, locked_until) WHERE id = ?1",
+    )?
+    .execute((
+        user_id,
+        after.failed_count,
+        after.locked_until.map(OffsetDateTime::unix_timestamp),
+    ))?;
+    Ok(after.locked_until)
+}
+
+/// Clears the failure count and any expired lock; stores a fresh hash when
+/// the old one used other parameters.
+pub(super) fn record_success(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    new_hash: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE users SET failed_login_count = 0, locked_until = NULL, \
+         password_hash = COALESCE(?2, password_hash) WHERE id = ?1",
+    )?
+    .execute((user_id, new_hash))?;
+    Ok(())
+}
+
+/// Makes every access token issued so far for this user fail.
+pub(super) fn bump_token_version(tx: &Transaction<'_>, user_id: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE users SET token_version = token_version + 1 WHERE id = ?1")?
+        .execute([user_id])?;
+    Ok(())
 }
