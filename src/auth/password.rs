@@ -122,11 +122,16 @@ impl PasswordHasher {
         }
     }
 
+    /// Made once, outside the admission limit: it is start-up work, and
+    /// counting it would refuse the first real logins of a small pool.
     async fn dummy_hash(&self) -> Result<String, HashError> {
         self.dummy_hash
             .get_or_try_init(|| async {
+                let params = self.params.clone();
                 let random = SecretString::new(uuid::Uuid::new_v4().to_string());
-                self.hash(&random).await
+                tokio::task::spawn_blocking(move || hash_blocking(&params, &random))
+                    .await
+                    .map_err(|e| HashError::Failed(format!("hash task ended abnormally: {e}")))?
             })
             .await
             .cloned()

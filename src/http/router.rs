@@ -11,6 +11,7 @@
 //! | POST   | /api/v1/auth/refresh       | public (refresh token) |
 //! | POST   | /api/v1/auth/logout        | public (refresh token, optional) |
 //! | POST   | /api/v1/auth/logout-all    | authenticated |
+//! | GET    | /api/v1/users/me           | self:read |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -123,6 +124,12 @@ pub fn table(with_panic_probe: bool) -> Vec<Route> {
             "/api/v1/auth/logout-all",
             Access::Authenticated,
             handler!(routes::auth::logout_all),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/users/me",
+            Access::Permission(Permission::SelfRead),
+            handler!(routes::users::me),
         ),
     ];
     if with_panic_probe {

@@ -199,6 +199,10 @@ impl Store {
             .await
     }
 
+    pub async fn user_by_id(&self, user_id: String) -> Result<Option<User>, StoreError> {
+        self.read(move |conn| users::by_id(conn, &user_id)).await
+    }
+
     /// The per-request check of a bearer token's user: one primary-key read.
     pub async fn auth_state(&self, user_id: String) -> Result<Option<AuthState>, StoreError> {
         self.read(move |conn| users::auth_state(conn, &user_id))

@@ -128,7 +128,7 @@ pub(super) fn auth_state(
     Ok(found)
 }
 
-pub(super) fn by_id(tx: &Transaction<'_>, user_id: &str) -> Result<Option<User>, StoreError> {
+pub(super) fn by_id(tx: &Connection, user_id: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
     Ok(tx
         .prepare_cached(&sql)?

@@ -368,3 +368,95 @@ pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// A clock the test moves by hand (tokens, lockouts and grace windows read it).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<time::OffsetDateTime>);
+
+impl ManualClock {
+    pub fn new() -> Arc<Self> {
+        let now = time::OffsetDateTime::now_utc();
+        Arc::new(Self(std::sync::Mutex::new(
+            now.replace_nanosecond(0).unwrap(),
+        )))
+    }
+
+    pub fn advance(&self, by: time::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl secure_api::clock::Clock for ManualClock {
+    fn now(&self) -> time::OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl TestResponse {
+    /// The value of the `refresh_token` cookie this response sets.
+    pub fn refresh_cookie(&self) -> Option<String> {
+        self.set_cookie()
+            .and_then(|c| c.split(';').next())
+            .and_then(|pair| pair.strip_prefix("refresh_token="))
+            .map(str::to_owned)
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn set_cookie(&self) -> Option<&str> {
+        self.header("set-cookie")
+    }
+
+    pub fn access_token(&self) -> String {
+        self.json()["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access token in {:?}", self.body))
+            .to_owned()
+    }
+}
+
+impl TestApp {
+    pub async fn login(&self, email: &str, password: &str) -> TestResponse {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers `username` (email `<username>@example.com`) and logs in.
+    pub async fn signed_in(&self, username: &str) -> TestResponse {
+        let email = format!("{username}@example.com");
+        assert_eq!(self.register(username, &email).await.status, 201);
+        let response = self.login(&email, STRONG_PASSWORD).await;
+        assert_eq!(response.status, 200, "{:?}", response.body);
+        response
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> TestResponse {
+        let bearer = format!("Bearer {token}");
+        self.request("GET", path, &[("authorization", &bearer)], None)
+            .await
+    }
+
+    pub async fn post_with_token(&self, path: &str, token: &str) -> TestResponse {
+        let bearer = format!("Bearer {token}");
+        self.request("POST", path, &[("authorization", &bearer)], None)
+            .await
+    }
+
+    pub async fn refresh_with_cookie(&self, refresh_token: &str) -> TestResponse {
+        let cookie = format!("refresh_token={refresh_token}");
+        self.request("POST", "/api/v1/auth/refresh", &[("cookie", &cookie)], None)
+            .await
+    }
+
+    /// The JWT signing key the server generated in its data directory.
+    pub fn jwt_key(&self) -> Vec<u8> {
+        std::fs::read(self.data_dir().join("jwt-secret.key")).unwrap()
+    }
+
+    pub fn sql<T: rusqlite::types::FromSql>(&self, query: &str) -> T {
+        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+        conn.query_row(query, [], |r| r.get(0)).unwrap()
+    }
+}
