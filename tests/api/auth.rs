@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use time::Duration;
 
-use crate::helpers::{ManualClock, STRONG_PASSWORD, TestApp, TestResponse};
+use crate::helpers::{ManualClock, STRONG_PASSWORD, TestApp, TestResponse, b64url_decode};
 
 const ME: &str = "/api/v1/users/me";
 
@@ -230,27 +230,8 @@ async fn refresh_rotates_the_token_and_rereads_the_user() {
     let again = app.refresh_with_cookie(&second).await;
     assert_eq!(again.status, 200);
     let payload = again.access_token().split('.').nth(1).unwrap().to_owned();
-    let claims = decode_segment(&payload);
+    let claims: serde_json::Value = serde_json::from_slice(&b64url_decode(&payload)).unwrap();
     assert_eq!(claims["role"], "viewer");
-}
-
-/// base64url without padding, decoded (tests have no base64 crate).
-fn decode_segment(segment: &str) -> serde_json::Value {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for byte in segment.bytes() {
-        let value = ALPHABET.iter().position(|&a| a == byte).unwrap() as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    serde_json::from_slice(&out).unwrap()
 }
 
 #[tokio::test]
@@ -552,13 +533,14 @@ async fn audit_rows_are_written_masked_and_without_secrets() {
     let mut stmt = conn
         .prepare("SELECT event, user_id, client_ip, request_id, detail FROM audit_log ORDER BY id")
         .unwrap();
-    let rows: Vec<(
+    type Row = (
         String,
         Option<String>,
         Option<String>,
         Option<String>,
         String,
-    )> = stmt
+    );
+    let rows: Vec<Row> = stmt
         .query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })

@@ -7,9 +7,11 @@
     clippy::indexing_slicing
 )]
 
+mod auth;
 mod cli;
 mod helpers;
 mod http_contract;
 mod register;
 mod store_ops;
+mod tokens;
 mod transport;
