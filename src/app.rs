@@ -85,9 +85,17 @@ impl Application {
 
         let db_path = config.db_path();
         let pool_size = config.db_pool_size;
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_path, pool_size))
-            .await
-            .context("opening the database")??;
+        let (store, stored_settings) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&db_path, pool_size)?;
+            let stored = store.settings_blocking()?;
+            Ok::<_, crate::store::StoreError>((store, stored))
+        })
+        .await
+        .context("opening the database")??;
+        let mut settings = config.settings;
+        for warning in settings.apply_stored(&stored_settings) {
+            tracing::warn!("{warning}");
+        }
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -106,7 +114,7 @@ impl Application {
                 refresh_lifetime: config.refresh_lifetime,
                 reuse_grace: config.refresh_reuse_grace,
             },
-            settings: RwLock::new(config.settings),
+            settings: RwLock::new(settings),
             started_at,
         });
         // The dummy hash that unknown emails are checked against is made now,

@@ -25,6 +25,13 @@ pub struct AppState {
 
 impl AppState {
     /// A copy of the current settings (never held across an await).
+    pub fn replace_settings(&self, settings: RuntimeSettings) {
+        match self.settings.write() {
+            Ok(mut guard) => *guard = settings,
+            Err(poisoned) => *poisoned.into_inner() = settings,
+        }
+    }
+
     pub fn settings(&self) -> RuntimeSettings {
         match self.settings.read() {
             Ok(guard) => *guard,
@@ -57,11 +64,107 @@ pub struct RuntimeSettings {
     pub lockout_minutes: u32,
 }
 
+const REGISTRATION_ENABLED: &str = "registration_enabled";
+const MAX_LOGIN_ATTEMPTS: &str = "max_login_attempts";
+const LOCKOUT_MINUTES: &str = "lockout_minutes";
+
 impl RuntimeSettings {
+    pub fn check_max_login_attempts(n: u32) -> Result<(), &'static str> {
+        if (1..=100).contains(&n) {
+            Ok(())
+        } else {
+            Err("must be between 1 and 100")
+        }
+    }
+
+    pub fn check_lockout_minutes(n: u32) -> Result<(), &'static str> {
+        if (1..=10_080).contains(&n) {
+            Ok(())
+        } else {
+            Err("must be between 1 and 10080")
+        }
+    }
+
+    /// The stored form, one pair per setting, in a fixed order.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                REGISTRATION_ENABLED.to_owned(),
+                self.registration_enabled.to_string(),
+            ),
+            (
+                MAX_LOGIN_ATTEMPTS.to_owned(),
+                self.max_login_attempts.to_string(),
+            ),
+            (LOCKOUT_MINUTES.to_owned(), self.lockout_minutes.to_string()),
+        ]
+    }
+
+    /// Values an admin stored win over the start-up flags; an unreadable one
+    /// is skipped and named in the returned warnings.
+    pub fn apply_stored(&mut self, stored: &[(String, String)]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (key, value) in stored {
+            let applied = match key.as_str() {
+                REGISTRATION_ENABLED => {
+                    value.parse().map(|v| self.registration_enabled = v).is_ok()
+                }
+                MAX_LOGIN_ATTEMPTS => value
+                    .parse()
+                    .ok()
+                    .filter(|n| Self::check_max_login_attempts(*n).is_ok())
+                    .map(|n| self.max_login_attempts = n)
+                    .is_some(),
+                LOCKOUT_MINUTES => value
+                    .parse()
+                    .ok()
+                    .filter(|n| Self::check_lockout_minutes(*n).is_ok())
+                    .map(|n| self.lockout_minutes = n)
+                    .is_some(),
+                _ => false,
+            };
+            if !applied {
+                warnings.push(format!("ignoring stored setting {key:?}"));
+            }
+        }
+        warnings
+    }
+
     pub fn lockout_policy(&self) -> LockoutPolicy {
         LockoutPolicy {
             max_attempts: self.max_login_attempts,
             duration: Duration::minutes(i64::from(self.lockout_minutes)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_settings_round_trip_and_bad_values_are_skipped() {
+        let defaults = RuntimeSettings {
+            registration_enabled: true,
+            max_login_attempts: 5,
+            lockout_minutes: 30,
+        };
+        let changed = RuntimeSettings {
+            registration_enabled: false,
+            max_login_attempts: 9,
+            lockout_minutes: 60,
+        };
+        let mut loaded = defaults;
+        assert!(loaded.apply_stored(&changed.to_pairs()).is_empty());
+        assert_eq!(loaded, changed);
+
+        let mut loaded = defaults;
+        let bad = vec![
+            ("max_login_attempts".to_owned(), "0".to_owned()),
+            ("lockout_minutes".to_owned(), "soon".to_owned()),
+            ("unknown".to_owned(), "1".to_owned()),
+        ];
+        assert_eq!(loaded.apply_stored(&bad).len(), 3);
+        assert_eq!(loaded, defaults);
     }
 }

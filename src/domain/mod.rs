@@ -6,6 +6,7 @@ pub mod email;
 pub mod full_name;
 pub mod lockout;
 pub mod password;
+pub mod policy;
 pub mod rbac;
 pub mod role;
 pub mod user;

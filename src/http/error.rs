@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::response::{Body, with_body};
 use crate::auth::password::HashError;
+use crate::domain::policy::Denied;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -203,6 +204,23 @@ impl From<HashError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Duplicate => ApiError::Conflict {
+                code: "duplicate_user",
+                detail: "A user with that username or email already exists",
+            },
+            StoreError::Denied(Denied::SelfProtection(detail)) => ApiError::BadRequest {
+                code: "self_protection",
+                detail: Cow::Borrowed(detail),
+            },
+            StoreError::Denied(Denied::Forbidden(detail)) => ApiError::Forbidden {
+                code: "forbidden",
+                detail,
+            },
+            StoreError::Denied(Denied::LastAdmin) => ApiError::Conflict {
+                code: "last_admin",
+                detail: "The last active admin cannot be removed, demoted or deactivated",
+            },
             StoreError::Busy => ApiError::Unavailable {
                 detail: "The database is busy; retry shortly",
                 retry_after_secs: Some(1),

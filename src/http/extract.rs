@@ -50,6 +50,56 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// The query string's pairs, percent-decoded. Unknown names are ignored by
+/// the callers (and so is any credential someone puts in a URL).
+pub fn query_pairs(uri: &http::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// `page` (>= 1, default 1) and `per_page` (>= 1, default 20, capped at 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: i64,
+    pub per_page: i64,
+}
+
+pub const DEFAULT_PER_PAGE: i64 = 20;
+pub const MAX_PER_PAGE: i64 = 100;
+
+impl Page {
+    pub fn parse(pairs: &[(String, String)], errors: &mut Vec<FieldError>) -> Page {
+        let mut number = |name: &'static str, default: i64| -> i64 {
+            match pairs.iter().find(|(k, _)| k == name) {
+                None => default,
+                Some((_, v)) => match v.parse::<i64>() {
+                    Ok(n) if n >= 1 => n,
+                    Ok(_) => {
+                        errors.push(FieldError::new(name, "must be at least 1"));
+                        default
+                    }
+                    Err(_) => {
+                        errors.push(FieldError::new(name, "must be a positive integer"));
+                        default
+                    }
+                },
+            }
+        };
+        let page = number("page", 1);
+        let per_page = number("per_page", DEFAULT_PER_PAGE).min(MAX_PER_PAGE);
+        Page { page, per_page }
+    }
+
+    pub fn offset(&self) -> i64 {
+        (self.page - 1).saturating_mul(self.per_page)
+    }
+
+    pub fn pages(&self, total: i64) -> i64 {
+        (total + self.per_page - 1) / self.per_page
+    }
+}
+
 /// Reads the body, stopping at `max_body_bytes` (so a chunked body cannot
 /// grow past the limit in memory).
 pub async fn read_body(req: Request<Incoming>, max_body_bytes: usize) -> Result<Bytes, ApiError> {

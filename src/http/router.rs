@@ -12,6 +12,18 @@
 //! | POST   | /api/v1/auth/logout        | public (refresh token, optional) |
 //! | POST   | /api/v1/auth/logout-all    | authenticated |
 //! | GET    | /api/v1/users/me           | self:read |
+//! | PUT    | /api/v1/users/me           | self:write |
+//! | POST   | /api/v1/users/me/change-password | self:write |
+//! | GET    | /api/v1/users              | users:read |
+//! | POST   | /api/v1/users              | users:write |
+//! | GET    | /api/v1/users/{id}         | users:read |
+//! | PATCH  | /api/v1/users/{id}         | users:write |
+//! | POST   | /api/v1/users/{id}/unlock  | users:write |
+//! | DELETE | /api/v1/users/{id}         | users:delete |
+//! | GET    | /api/v1/admin/stats        | admin:read |
+//! | GET    | /api/v1/admin/config       | admin:read |
+//! | POST   | /api/v1/admin/config       | admin:write |
+//! | GET    | /api/v1/admin/audit        | admin:read |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +53,24 @@ pub struct Ctx {
     pub params: Vec<String>,
     /// Set on every route that is not `Access::Public`.
     pub principal: Option<Principal>,
+}
+
+impl Ctx {
+    /// The authenticated caller; present on every route that is not public.
+    pub fn principal(&self) -> Result<&Principal, ApiError> {
+        self.principal.as_ref().ok_or(ApiError::Unauthorized {
+            code: "not_authenticated",
+            detail: "Authentication required",
+        })
+    }
+
+    /// The `{id}` segment as a user id; anything else names no user (404).
+    pub fn user_id_param(&self) -> Result<crate::domain::user::UserId, ApiError> {
+        self.params
+            .first()
+            .and_then(|raw| crate::domain::user::UserId::parse(raw))
+            .ok_or(ApiError::NotFound)
+    }
 }
 
 /// Who may call a route.
@@ -82,6 +112,9 @@ fn route(method: Method, path: &'static str, access: Access, handler: Handler) -
 /// The route table. `with_panic_probe` adds a route that panics, which only
 /// tests switch on, to prove a panicking handler costs one 500 and nothing more.
 pub fn table(with_panic_probe: bool) -> Vec<Route> {
+    use crate::domain::rbac::Permission::*;
+    use Access::Permission;
+    use routes::{admin, users};
     let mut routes = vec![
         route(
             Method::GET,
@@ -128,8 +161,80 @@ pub fn table(with_panic_probe: bool) -> Vec<Route> {
         route(
             Method::GET,
             "/api/v1/users/me",
-            Access::Permission(Permission::SelfRead),
-            handler!(routes::users::me),
+            Permission(SelfRead),
+            handler!(users::me),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/users/me",
+            Permission(SelfWrite),
+            handler!(users::update_me),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/users/me/change-password",
+            Permission(SelfWrite),
+            handler!(users::change_password),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/users",
+            Permission(UsersRead),
+            handler!(users::list),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/users",
+            Permission(UsersWrite),
+            handler!(users::create),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/users/{id}",
+            Permission(UsersRead),
+            handler!(users::get),
+        ),
+        route(
+            Method::PATCH,
+            "/api/v1/users/{id}",
+            Permission(UsersWrite),
+            handler!(users::patch),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/users/{id}/unlock",
+            Permission(UsersWrite),
+            handler!(users::unlock),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/users/{id}",
+            Permission(UsersDelete),
+            handler!(users::delete),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/admin/stats",
+            Permission(AdminRead),
+            handler!(admin::stats),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/admin/config",
+            Permission(AdminRead),
+            handler!(admin::config),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/admin/config",
+            Permission(AdminWrite),
+            handler!(admin::update_config),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/admin/audit",
+            Permission(AdminRead),
+            handler!(admin::audit),
         ),
     ];
     if with_panic_probe {

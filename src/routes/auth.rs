@@ -160,6 +160,8 @@ struct LoginRequest {
 
 #[derive(Serialize)]
 struct TokenResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
     access_token: String,
     token_type: &'static str,
     expires_in: i64,
@@ -260,14 +262,13 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .login_succeeded(user_id.clone(), new_hash, session.clone(), event.clone())
         .await?;
     event.log();
-    token_response(
+    token_response_with_message(
         &ctx,
         &credentials.user,
         credentials.token_version,
-        &session.family_id,
-        &session.jti,
-        session.family_expires_at,
+        &session,
         now,
+        None,
     )
 }
 
@@ -336,7 +337,7 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             token_version,
             family_id,
             expires_at,
-        } => token_response(
+        } => token_pair(
             &ctx,
             &user,
             token_version,
@@ -344,6 +345,7 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             &new_jti,
             expires_at,
             now,
+            None,
         ),
         // Another tab rotated this token a moment ago and holds the new
         // cookie; clearing the cookie here would log that tab out too.
@@ -427,9 +429,31 @@ fn with_cleared_cookie(response: Result<Response<Body>, serde_json::Error>) -> H
     Ok(response)
 }
 
+/// The first token pair of a new login (`session`).
+pub(crate) fn token_response_with_message(
+    ctx: &Ctx,
+    user: &User,
+    token_version: i64,
+    session: &NewSession,
+    now: OffsetDateTime,
+    message: Option<&'static str>,
+) -> HandlerResult {
+    token_pair(
+        ctx,
+        user,
+        token_version,
+        &session.family_id,
+        &session.jti,
+        session.family_expires_at,
+        now,
+        message,
+    )
+}
+
 /// Signs a new access token and the refresh token `jti`, and answers with
 /// both: the access token in the body, the refresh token in the cookie.
-pub(crate) fn token_response(
+#[allow(clippy::too_many_arguments)]
+fn token_pair(
     ctx: &Ctx,
     user: &User,
     token_version: i64,
@@ -437,6 +461,7 @@ pub(crate) fn token_response(
     jti: &str,
     refresh_expires_at: OffsetDateTime,
     now: OffsetDateTime,
+    message: Option<&'static str>,
 ) -> HandlerResult {
     let tokens = &ctx.state.tokens;
     let user_id = user.id.as_str();
@@ -449,6 +474,7 @@ pub(crate) fn token_response(
     let mut response = json(
         StatusCode::OK,
         &TokenResponse {
+            message,
             access_token: access.token,
             token_type: "bearer",
             expires_in: access.expires_in,
@@ -463,6 +489,6 @@ pub(crate) fn token_response(
     Ok(response)
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }

@@ -1,23 +1,353 @@
-//! `/api/v1/users`: the caller's own account (the admin side follows).
+//! `/api/v1/users`: the caller's own account, and account management for
+//! moderators and admins (the rules beyond permissions live in
+//! `domain::policy` and are checked inside the store's write transaction).
+
+use std::borrow::Cow;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
 
-use crate::http::error::ApiError;
+use super::audit;
+use super::auth::{AccountInput, token_response_with_message};
+use crate::domain::Invalid;
+use crate::domain::audit::AuditKind;
+use crate::domain::email::Email;
+use crate::domain::full_name::FullName;
+use crate::domain::password::{LoginPassword, NewPassword};
+use crate::domain::policy::UserPatch;
+use crate::domain::role::Role;
+use crate::domain::user::NewUser;
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::{self, Page};
 use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
+use crate::secret::SecretString;
+use crate::store::StoreError;
+use crate::store::sessions::NewSession;
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
 
 pub async fn me(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    let principal = ctx.principal.as_ref().ok_or(ApiError::Unauthorized {
-        code: "not_authenticated",
-        detail: "Authentication required",
-    })?;
+    let user_id = ctx.principal()?.user_id.clone();
     let user = ctx
         .state
         .store
-        .user_by_id(principal.user_id.clone())
+        .user_by_id(user_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileRequest {
+    #[serde(default, deserialize_with = "present")]
+    full_name: Option<Option<String>>,
+    email: Option<String>,
+}
+
+/// Parses name and email changes, collecting field errors.
+fn profile_patch(
+    full_name: Option<Option<String>>,
+    email: Option<String>,
+    errors: &mut Vec<FieldError>,
+) -> UserPatch {
+    let full_name = match full_name {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(raw)) => match FullName::parse(&raw) {
+            Ok(name) => Some(name),
+            Err(Invalid(message)) => {
+                errors.push(FieldError::new("full_name", message));
+                None
+            }
+        },
+    };
+    let email = email.and_then(|raw| match Email::parse(&raw) {
+        Ok(email) => Some(email),
+        Err(Invalid(message)) => {
+            errors.push(FieldError::new("email", message));
+            None
+        }
+    });
+    UserPatch {
+        full_name,
+        email,
+        ..UserPatch::default()
+    }
+}
+
+pub async fn update_me(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let user_id = ctx.principal()?.user_id.clone();
+    let body: ProfileRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let mut errors = Vec::new();
+    let patch = profile_patch(body.full_name, body.email, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let base = audit::event(&ctx, AuditKind::ProfileChange, Some(&user_id), json!({}));
+    let now = ctx.state.clock.now();
+    let (user, events) = ctx
+        .state
+        .store
+        .update_own_profile(user_id, patch, now, base)
+        .await
+        .map_err(|e| match e {
+            // No hint whether the address belongs to someone else.
+            StoreError::Duplicate => ApiError::BadRequest {
+                code: "update_failed",
+                detail: Cow::Borrowed("Unable to update account with provided information"),
+            },
+            other => ApiError::from(other),
+        })?;
+    events.iter().for_each(|e| e.log());
+    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// On success every earlier token of the user stops working, the caller's
+/// included, and the caller gets a fresh pair: only they stay signed in.
+pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let user_id = ctx.principal()?.user_id.clone();
+    let body: ChangePasswordRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    if body.current_password == body.new_password {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "new_password",
+            "must differ from the current password",
+        )]));
+    }
+    let current = LoginPassword::parse(SecretString::new(body.current_password))
+        .map_err(|Invalid(m)| ApiError::Validation(vec![FieldError::new("current_password", m)]))?;
+    let new =
+        NewPassword::parse(SecretString::new(body.new_password)).map_err(|Invalid(rule)| {
+            ApiError::BadRequest {
+                code: "weak_password",
+                detail: Cow::Borrowed(rule),
+            }
+        })?;
+    let state = &ctx.state;
+    let stored = state.store.password_hash_of(user_id.clone()).await?;
+    let verified = state.hasher.verify(current.secret(), stored).await?;
+    if !verified.matches {
+        return Err(ApiError::BadRequest {
+            code: "wrong_password",
+            detail: Cow::Borrowed("Current password is incorrect"),
+        });
+    }
+    let new_hash = state.hasher.hash(new.secret()).await?;
+    let now = state.clock.now();
+    let session = NewSession {
+        family_id: super::auth::random_id(),
+        jti: super::auth::random_id(),
+        issued_at: now,
+        family_expires_at: now + state.sessions.refresh_lifetime,
+    };
+    let event = audit::event(&ctx, AuditKind::PasswordChange, Some(&user_id), json!({}));
+    let (user, token_version) = state
+        .store
+        .change_password(user_id, new_hash, session.clone(), event.clone())
+        .await?;
+    event.log();
+    token_response_with_message(
+        &ctx,
+        &user,
+        token_version,
+        &session,
+        now,
+        Some("Password changed successfully"),
+    )
+}
+
+#[derive(Serialize)]
+struct UserList {
+    users: Vec<UserDto>,
+    total: i64,
+    page: i64,
+    per_page: i64,
+    pages: i64,
+}
+
+pub async fn list(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let pairs = extract::query_pairs(req.uri());
+    let mut errors = Vec::new();
+    let page = Page::parse(&pairs, &mut errors);
+    let role = match pairs.iter().find(|(k, _)| k == "role") {
+        None => None,
+        Some((_, raw)) => match Role::parse(raw) {
+            Ok(role) => Some(role),
+            Err(Invalid(message)) => {
+                errors.push(FieldError::new("role", message));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (users, total) = ctx
+        .state
+        .store
+        .list_users(page.offset(), page.per_page, role)
+        .await?;
+    let list = UserList {
+        users: users.iter().map(UserDto::from).collect(),
+        total,
+        page: page.page,
+        per_page: page.per_page,
+        pages: page.pages(total),
+    };
+    json(StatusCode::OK, &list).map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUserRequest {
+    username: String,
+    email: String,
+    password: String,
+    full_name: Option<String>,
+    role: Option<String>,
+}
+
+pub async fn create(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let actor_id = ctx.principal()?.user_id.clone();
+    let body: CreateUserRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let role = match body.role.as_deref().map(Role::parse).transpose() {
+        Ok(role) => role.unwrap_or(Role::User),
+        Err(Invalid(message)) => {
+            return Err(ApiError::Validation(vec![FieldError::new("role", message)]));
+        }
+    };
+    let input = AccountInput::parse(
+        &body.username,
+        &body.email,
+        body.full_name.as_deref(),
+        SecretString::new(body.password),
+    )?;
+    let password_hash = ctx.state.hasher.hash(input.password.secret()).await?;
+    let event = audit::event(
+        &ctx,
+        AuditKind::UserCreated,
+        None,
+        json!({ "actor_id": actor_id, "role": role.as_str(), "username": input.username.as_str() }),
+    );
+    let new_user = NewUser {
+        username: input.username,
+        email: input.email,
+        full_name: input.full_name,
+        role,
+        password_hash,
+    };
+    let now = ctx.state.clock.now();
+    let user = ctx
+        .state
+        .store
+        .create_user_by(actor_id, new_user, now, event.clone())
+        .await?;
+    let mut logged = event;
+    logged.user_id = Some(user.id.as_str().to_owned());
+    logged.log();
+    json(StatusCode::CREATED, &UserDto::from(&user)).map_err(ApiError::internal)
+}
+
+pub async fn get(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    let id = ctx.user_id_param()?;
+    let user = ctx
+        .state
+        .store
+        .user_by_id(id.as_str().to_owned())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRequest {
+    #[serde(default, deserialize_with = "present")]
+    full_name: Option<Option<String>>,
+    email: Option<String>,
+    role: Option<String>,
+    is_active: Option<bool>,
+}
+
+pub async fn patch(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let actor_id = ctx.principal()?.user_id.clone();
+    let target = ctx.user_id_param()?;
+    let body: PatchRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let mut errors = Vec::new();
+    let mut patch = profile_patch(body.full_name, body.email, &mut errors);
+    patch.is_active = body.is_active;
+    patch.role = match body.role.as_deref().map(Role::parse).transpose() {
+        Ok(role) => role,
+        Err(Invalid(message)) => {
+            errors.push(FieldError::new("role", message));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let base = audit::event(&ctx, AuditKind::ProfileChange, None, json!({}));
+    let now = ctx.state.clock.now();
+    let (user, events) = ctx
+        .state
+        .store
+        .patch_user(actor_id, target.as_str().to_owned(), patch, now, base)
+        .await?;
+    events.iter().for_each(|e| e.log());
+    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+}
+
+pub async fn unlock(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    let actor_id = ctx.principal()?.user_id.clone();
+    let target = ctx.user_id_param()?;
+    let event = audit::event(&ctx, AuditKind::Unlock, None, json!({}));
+    let now = ctx.state.clock.now();
+    let (user, event) = ctx
+        .state
+        .store
+        .unlock_user(actor_id, target.as_str().to_owned(), now, event)
+        .await?;
+    event.log();
+    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+}
+
+#[derive(Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+pub async fn delete(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    let actor_id = ctx.principal()?.user_id.clone();
+    let target = ctx.user_id_param()?;
+    let event = audit::event(&ctx, AuditKind::UserDeleted, None, json!({}));
+    let now = ctx.state.clock.now();
+    let event = ctx
+        .state
+        .store
+        .delete_user(actor_id, target.as_str().to_owned(), now, event)
+        .await?;
+    event.log();
+    json(
+        StatusCode::OK,
+        &Message {
+            message: "User deleted successfully",
+        },
+    )
+    .map_err(ApiError::internal)
 }

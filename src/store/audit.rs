@@ -24,3 +24,58 @@ pub(super) fn insert(
     ))?;
     Ok(())
 }
+
+/// An audit row as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub occurred_at: String,
+    pub event: String,
+    pub user_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub request_id: Option<String>,
+    /// A JSON object, as stored.
+    pub detail: String,
+}
+
+/// One page, newest first, optionally filtered by event and user.
+pub(super) fn list(
+    conn: &rusqlite::Connection,
+    offset: i64,
+    limit: i64,
+    event: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<(Vec<AuditRecord>, i64), StoreError> {
+    const FILTER: &str = "(?1 IS NULL OR event = ?1) AND (?2 IS NULL OR user_id = ?2)";
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM audit_log WHERE {FILTER}"))?
+        .query_row((event, user_id), |r| r.get(0))?;
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT id, occurred_at, event, user_id, client_ip, request_id, detail \
+             FROM audit_log WHERE {FILTER} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+        ))?
+        .query_map((event, user_id, limit, offset), |r| {
+            Ok(AuditRecord {
+                id: r.get(0)?,
+                occurred_at: r.get(1)?,
+                event: r.get(2)?,
+                user_id: r.get(3)?,
+                client_ip: r.get(4)?,
+                request_id: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((rows, total))
+}
+
+pub(super) fn count_since(
+    conn: &rusqlite::Connection,
+    event: &str,
+    since: OffsetDateTime,
+) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM audit_log WHERE event = ?1 AND occurred_at >= ?2")?
+        .query_row((event, format_time(since)?), |r| r.get(0))?)
+}

@@ -2,10 +2,11 @@
 //! async methods; every statement here runs on the blocking pool, write
 //! transactions begin IMMEDIATE, and every connection gets the same pragmas.
 
-mod audit;
+pub mod audit;
 pub mod backup;
 pub mod migrations;
 pub mod sessions;
+mod settings;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -19,9 +20,13 @@ use time::OffsetDateTime;
 use crate::clock::Clock as _;
 
 use crate::domain::audit::AuditEvent;
+use crate::domain::audit::AuditKind;
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::policy::{self, Denied, UserPatch};
+use crate::domain::role::Role;
 use crate::domain::user::{AuthState, Credentials, NewUser, User};
 use crate::files;
+use audit::AuditRecord;
 use migrations::Plan;
 use sessions::{NewSession, Rotation};
 
@@ -37,6 +42,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum StoreError {
     #[error("a user with that username or email already exists")]
     Duplicate,
+    #[error("no such user")]
+    NotFound,
+    #[error("refused by policy: {0:?}")]
+    Denied(Denied),
     #[error("the database is busy")]
     Busy,
     #[error("{0}")]
@@ -317,6 +326,227 @@ impl Store {
         self.write(move |tx| audit::insert(tx, &event, now)).await
     }
 
+    pub async fn list_users(
+        &self,
+        offset: i64,
+        limit: i64,
+        role: Option<Role>,
+    ) -> Result<(Vec<User>, i64), StoreError> {
+        self.read(move |conn| users::list(conn, offset, limit, role))
+            .await
+    }
+
+    /// Creates an account on behalf of `actor_id`, whose rights are re-read here.
+    pub async fn create_user_by(
+        &self,
+        actor_id: String,
+        user: NewUser,
+        now: OffsetDateTime,
+        mut event: AuditEvent,
+    ) -> Result<User, StoreError> {
+        self.write(move |tx| {
+            let actor = users::actor(tx, &actor_id)?.ok_or(StoreError::Denied(
+                Denied::Forbidden("You do not have permission to perform this action"),
+            ))?;
+            policy::check_create(&actor, user.role).map_err(StoreError::Denied)?;
+            let created = users::insert(tx, &user, now)?;
+            event.user_id = Some(created.id.as_str().to_owned());
+            audit::insert(tx, &event, now)?;
+            Ok(created)
+        })
+        .await
+    }
+
+    /// Applies an admin's or moderator's change after the policy checks, all in
+    /// one transaction: two concurrent demotions cannot both see two admins.
+    /// A role change or deactivation ends the user's sessions and tokens.
+    pub async fn patch_user(
+        &self,
+        actor_id: String,
+        target_id: String,
+        patch: UserPatch,
+        now: OffsetDateTime,
+        base: AuditEvent,
+    ) -> Result<(User, Vec<AuditEvent>), StoreError> {
+        self.write(move |tx| {
+            let actor = fresh_actor(tx, &actor_id)?;
+            let target = users::by_id(tx, &target_id)?.ok_or(StoreError::NotFound)?;
+            let admins = users::count_active_admins(tx)?;
+            policy::check_patch(&actor, &target, &patch, admins).map_err(StoreError::Denied)?;
+            let updated = users::apply_patch(tx, &target_id, &patch, now)?;
+            let mut events = changes(&base, &target, &updated, &actor_id);
+            if patch.changes_role_of(&target) || patch.changes_activation_of(&target) {
+                users::bump_token_version(tx, &target_id)?;
+                sessions::revoke_all_for_user(tx, &target_id, "account_changed", now)?;
+            }
+            for event in &mut events {
+                audit::insert(tx, event, now)?;
+            }
+            Ok((updated, events))
+        })
+        .await
+    }
+
+    /// The caller's own name and email (`PUT /users/me`).
+    pub async fn update_own_profile(
+        &self,
+        user_id: String,
+        patch: UserPatch,
+        now: OffsetDateTime,
+        base: AuditEvent,
+    ) -> Result<(User, Vec<AuditEvent>), StoreError> {
+        let patch = UserPatch {
+            role: None,
+            is_active: None,
+            ..patch
+        };
+        self.write(move |tx| {
+            let before = users::by_id(tx, &user_id)?.ok_or(StoreError::NotFound)?;
+            let updated = users::apply_patch(tx, &user_id, &patch, now)?;
+            let events = changes(&base, &before, &updated, &user_id);
+            for event in &events {
+                audit::insert(tx, event, now)?;
+            }
+            Ok((updated, events))
+        })
+        .await
+    }
+
+    pub async fn delete_user(
+        &self,
+        actor_id: String,
+        target_id: String,
+        now: OffsetDateTime,
+        mut event: AuditEvent,
+    ) -> Result<AuditEvent, StoreError> {
+        self.write(move |tx| {
+            let actor = fresh_actor(tx, &actor_id)?;
+            let target = users::by_id(tx, &target_id)?.ok_or(StoreError::NotFound)?;
+            let admins = users::count_active_admins(tx)?;
+            policy::check_delete(&actor, &target, admins).map_err(StoreError::Denied)?;
+            users::delete(tx, &target_id)?;
+            event.user_id = Some(target_id.clone());
+            event.detail = serde_json::json!({
+                "actor_id": actor_id,
+                "username": target.username,
+                "role": target.role.as_str(),
+            });
+            audit::insert(tx, &event, now)?;
+            Ok(event)
+        })
+        .await
+    }
+
+    pub async fn unlock_user(
+        &self,
+        actor_id: String,
+        target_id: String,
+        now: OffsetDateTime,
+        mut event: AuditEvent,
+    ) -> Result<(User, AuditEvent), StoreError> {
+        self.write(move |tx| {
+            let actor = fresh_actor(tx, &actor_id)?;
+            let target = users::by_id(tx, &target_id)?.ok_or(StoreError::NotFound)?;
+            policy::check_unlock(&actor, &target).map_err(StoreError::Denied)?;
+            users::unlock(tx, &target_id, now)?;
+            event.user_id = Some(target_id.clone());
+            event.detail = serde_json::json!({ "actor_id": actor_id });
+            audit::insert(tx, &event, now)?;
+            let user = users::by_id(tx, &target_id)?.ok_or(StoreError::NotFound)?;
+            Ok((user, event))
+        })
+        .await
+    }
+
+    pub async fn password_hash_of(&self, user_id: String) -> Result<Option<String>, StoreError> {
+        self.read(move |conn| users::password_hash(conn, &user_id))
+            .await
+    }
+
+    /// A new password: every earlier token of the user stops working, and the
+    /// caller gets a new login (`session`). Returns the user and its new
+    /// token version.
+    pub async fn change_password(
+        &self,
+        user_id: String,
+        new_hash: String,
+        session: NewSession,
+        event: AuditEvent,
+    ) -> Result<(User, i64), StoreError> {
+        self.write(move |tx| {
+            let now = session.issued_at;
+            users::set_password(tx, &user_id, &new_hash, now)?;
+            sessions::revoke_all_for_user(tx, &user_id, "password_change", now)?;
+            sessions::create(tx, &user_id, &session)?;
+            audit::insert(tx, &event, now)?;
+            let user = users::by_id(tx, &user_id)?.ok_or(StoreError::NotFound)?;
+            let state = users::auth_state(tx, &user_id)?.ok_or(StoreError::NotFound)?;
+            Ok((user, state.token_version))
+        })
+        .await
+    }
+
+    pub async fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(settings::all).await
+    }
+
+    pub async fn put_settings(
+        &self,
+        values: Vec<(String, String)>,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            for (key, value) in &values {
+                settings::put(tx, key, value)?;
+            }
+            audit::insert(tx, &event, now)
+        })
+        .await
+    }
+
+    /// Settings read once at start-up, outside the async runtime.
+    pub fn settings_blocking(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.pool.get()?;
+        settings::all(&conn)
+    }
+
+    pub async fn stats(&self, now: OffsetDateTime) -> Result<Stats, StoreError> {
+        self.read(move |conn| {
+            Ok(Stats {
+                users_by_role: users::role_counts(conn)?,
+                active_users: users::count_where_active(conn)?,
+                locked_users: users::count_locked(conn, now)?,
+                active_sessions: sessions::count_live(conn, now)?,
+                failed_logins_24h: audit::count_since(
+                    conn,
+                    AuditKind::LoginFailure.as_str(),
+                    now - time::Duration::hours(24),
+                )?,
+            })
+        })
+        .await
+    }
+
+    pub async fn list_audit(
+        &self,
+        offset: i64,
+        limit: i64,
+        event: Option<AuditKind>,
+        user_id: Option<String>,
+    ) -> Result<(Vec<AuditRecord>, i64), StoreError> {
+        self.read(move |conn| {
+            audit::list(
+                conn,
+                offset,
+                limit,
+                event.map(AuditKind::as_str),
+                user_id.as_deref(),
+            )
+        })
+        .await
+    }
+
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -354,6 +584,57 @@ pub fn create_user_blocking(conn: &mut Connection, user: &NewUser) -> Result<Use
     let created = users::insert(&tx, user, crate::clock::SystemClock.now())?;
     tx.commit()?;
     Ok(created)
+}
+
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub users_by_role: Vec<(Role, i64)>,
+    pub active_users: i64,
+    pub locked_users: i64,
+    pub active_sessions: i64,
+    pub failed_logins_24h: i64,
+}
+
+fn fresh_actor(conn: &Connection, actor_id: &str) -> Result<policy::Actor, StoreError> {
+    users::actor(conn, actor_id)?.ok_or(StoreError::Denied(Denied::Forbidden(
+        "You do not have permission to perform this action",
+    )))
+}
+
+/// The audit events a change from `before` to `after` amounts to.
+fn changes(base: &AuditEvent, before: &User, after: &User, actor_id: &str) -> Vec<AuditEvent> {
+    let mut events = Vec::new();
+    let mut fields = Vec::new();
+    if before.full_name != after.full_name {
+        fields.push("full_name");
+    }
+    if before.email != after.email {
+        fields.push("email");
+    }
+    let mut event = |kind, detail: serde_json::Value| {
+        let mut e = base.follow_up(kind, detail);
+        e.user_id = Some(after.id.as_str().to_owned());
+        events.push(e);
+    };
+    if !fields.is_empty() {
+        event(
+            AuditKind::ProfileChange,
+            serde_json::json!({ "fields": fields, "actor_id": actor_id }),
+        );
+    }
+    if before.role != after.role {
+        event(
+            AuditKind::RoleChange,
+            serde_json::json!({ "from": before.role.as_str(), "to": after.role.as_str(), "actor_id": actor_id }),
+        );
+    }
+    if before.is_active != after.is_active {
+        event(
+            AuditKind::ActivationChange,
+            serde_json::json!({ "is_active": after.is_active, "actor_id": actor_id }),
+        );
+    }
+    events
 }
 
 async fn run_blocking<T, F>(work: F) -> Result<T, StoreError>

@@ -180,3 +180,15 @@ pub(super) fn revoke_all_for_user(
         )?
         .execute((user_id, now.unix_timestamp(), reason))?)
 }
+
+/// Live logins: not revoked, not past their family's end.
+pub(super) fn count_live(
+    conn: &rusqlite::Connection,
+    now: OffsetDateTime,
+) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL AND expires_at > ?1",
+        )?
+        .query_row([now.unix_timestamp()], |r| r.get(0))?)
+}

@@ -4,6 +4,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::StoreError;
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::policy::{Actor, UserPatch};
 use crate::domain::role::Role;
 use crate::domain::user::{AuthState, Credentials, NewUser, User, UserId};
 
@@ -179,4 +180,141 @@ pub(super) fn bump_token_version(tx: &Transaction<'_>, user_id: &str) -> Result<
     tx.prepare_cached("UPDATE users SET token_version = token_version + 1 WHERE id = ?1")?
         .execute([user_id])?;
     Ok(())
+}
+
+/// One page of users, oldest first, and the total that match.
+pub(super) fn list(
+    conn: &Connection,
+    offset: i64,
+    limit: i64,
+    role: Option<Role>,
+) -> Result<(Vec<User>, i64), StoreError> {
+    let role = role.map(Role::as_str);
+    let total: i64 = conn
+        .prepare_cached("SELECT count(*) FROM users WHERE ?1 IS NULL OR role = ?1")?
+        .query_row([role], |r| r.get(0))?;
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE ?1 IS NULL OR role = ?1 \
+         ORDER BY created_at, id LIMIT ?2 OFFSET ?3"
+    );
+    let users = conn
+        .prepare_cached(&sql)?
+        .query_map((role, limit, offset), user_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((users, total))
+}
+
+pub(super) fn count_active_admins(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users WHERE role = 'admin' AND is_active = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+pub(super) fn actor(conn: &Connection, user_id: &str) -> Result<Option<Actor>, StoreError> {
+    Ok(auth_state(conn, user_id)?.map(|state| Actor {
+        user_id: user_id.to_owned(),
+        role: state.role,
+        is_active: state.is_active,
+    }))
+}
+
+pub(super) fn apply_patch(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    patch: &UserPatch,
+    now: OffsetDateTime,
+) -> Result<User, StoreError> {
+    let full_name = patch
+        .full_name
+        .as_ref()
+        .map(|name| name.as_ref().map(|n| n.as_str()));
+    let updated = tx
+        .prepare_cached(
+            "UPDATE users SET \
+             full_name = CASE WHEN ?2 THEN ?3 ELSE full_name END, \
+             email = COALESCE(?4, email), \
+             role = COALESCE(?5, role), \
+             is_active = COALESCE(?6, is_active), \
+             updated_at = ?7 \
+             WHERE id = ?1",
+        )?
+        .execute((
+            user_id,
+            full_name.is_some(),
+            full_name.flatten(),
+            patch.email.as_ref().map(|e| e.as_str()),
+            patch.role.map(Role::as_str),
+            patch.is_active,
+            format_time(now)?,
+        ));
+    match updated {
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::Duplicate),
+        other => other?,
+    };
+    by_id(tx, user_id)?.ok_or(StoreError::NotFound)
+}
+
+pub(super) fn set_password(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    password_hash: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE users SET password_hash = ?2, failed_login_count = 0, locked_until = NULL, \
+         token_version = token_version + 1, updated_at = ?3 WHERE id = ?1",
+    )?
+    .execute((user_id, password_hash, format_time(now)?))?;
+    Ok(())
+}
+
+pub(super) fn password_hash(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT password_hash FROM users WHERE id = ?1")?
+        .query_row([user_id], |r| r.get(0))
+        .optional()?)
+}
+
+pub(super) fn unlock(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE users SET failed_login_count = 0, locked_until = NULL, updated_at = ?2 WHERE id = ?1",
+    )?
+    .execute((user_id, format_time(now)?))?;
+    Ok(())
+}
+
+pub(super) fn delete(tx: &Transaction<'_>, user_id: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
+        .execute([user_id])?;
+    Ok(())
+}
+
+pub(super) fn role_counts(conn: &Connection) -> Result<Vec<(Role, i64)>, StoreError> {
+    let mut counts = Vec::new();
+    for role in Role::ALL {
+        let n: i64 = conn
+            .prepare_cached("SELECT count(*) FROM users WHERE role = ?1")?
+            .query_row([role.as_str()], |r| r.get(0))?;
+        counts.push((role, n));
+    }
+    Ok(counts)
+}
+
+pub(super) fn count_where_active(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users WHERE is_active = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+pub(super) fn count_locked(conn: &Connection, now: OffsetDateTime) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users WHERE locked_until > ?1")?
+        .query_row([now.unix_timestamp()], |r| r.get(0))?)
 }
