@@ -207,10 +207,54 @@ pub async fn send_http1(
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let (parts, body) = response.into_parts();
-    TestResponse {
+    checked(TestResponse {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),
+    })
+}
+
+/// Keys that no response body of the API may ever contain.
+const SECRET_KEYS: [&str; 11] = [
+    "password",
+    "password_hash",
+    "current_password",
+    "new_password",
+    "hash",
+    "failed_login_count",
+    "locked_until",
+    "token_version",
+    "secret",
+    "jwt_secret",
+    "refresh_token",
+];
+
+fn find_secret_key(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, inner)| {
+            if SECRET_KEYS.contains(&key.as_str()) {
+                Some(key.clone())
+            } else {
+                find_secret_key(inner)
+            }
+        }),
+        serde_json::Value::Array(items) => items.iter().find_map(find_secret_key),
+        _ => None,
+    }
+}
+
+/// Every response of the suite passes through here: a JSON body that holds a
+/// secret-looking key fails whichever test received it.
+fn checked(response: TestResponse) -> TestResponse {
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&response.body) {
+        assert_no_secret_keys(&json);
+    }
+    response
+}
+
+pub fn assert_no_secret_keys(json: &serde_json::Value) {
+    if let Some(key) = find_secret_key(json) {
+        panic!("response body contains the key {key:?}: {json}");
     }
 }
 
@@ -226,11 +270,11 @@ pub async fn send_http2(stream: TlsStream<TcpStream>, path: &str) -> TestRespons
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let (parts, body) = response.into_parts();
-    TestResponse {
+    checked(TestResponse {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),
-    }
+    })
 }
 
 pub fn bin() -> &'static str {
@@ -494,4 +538,50 @@ pub fn b64url_decode(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A signed-in account of a given role.
+pub struct Account {
+    pub id: String,
+    pub token: String,
+}
+
+impl TestApp {
+    /// Registers `username`, gives it `role` directly in the database (there
+    /// is no first admin otherwise), and logs in.
+    pub async fn account(&self, username: &str, role: &str) -> Account {
+        let email = format!("{username}@example.com");
+        let created = self.register(username, &email).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+        conn.execute("UPDATE users SET role = ?1 WHERE id = ?2", [role, &id])
+            .unwrap();
+        let login = self.login(&email, STRONG_PASSWORD).await;
+        assert_eq!(login.status, 200);
+        Account {
+            id,
+            token: login.access_token(),
+        }
+    }
+
+    /// A request with a bearer token and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> TestResponse {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer));
+        }
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        if bytes.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        self.request(method, path, &headers, bytes.as_deref()).await
+    }
 }

@@ -7,11 +7,14 @@
     clippy::indexing_slicing
 )]
 
+mod admin;
 mod auth;
 mod cli;
 mod helpers;
 mod http_contract;
+mod matrix;
 mod register;
 mod store_ops;
 mod tokens;
 mod transport;
+mod users;
