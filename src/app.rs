@@ -17,7 +17,10 @@ use crate::config::{
     Config, GENERATED_JWT_KEY, GENERATED_TLS_CERT, GENERATED_TLS_KEY, KeySource, TlsSource,
 };
 use crate::files;
-use crate::http::middleware::HttpApp;
+use crate::http::client_ip::ClientIpResolver;
+use crate::http::cors::Cors;
+use crate::http::middleware::{Edge, HttpApp};
+use crate::http::ratelimit::RateLimits;
 use crate::http::router::{Router, table};
 use crate::server::{self, ServerLimits, tls};
 use crate::state::{AppState, HttpLimits, SessionPolicy};
@@ -121,7 +124,21 @@ impl Application {
         // so the first such login costs no more than any other.
         let warm = Arc::clone(&state);
         tokio::spawn(async move { warm.hasher.warm_up().await });
-        let app = Arc::new(HttpApp::new(state, Router::new(table(config.panic_probe))));
+        let rate_limits = config
+            .rate_limits
+            .map(RateLimits::new)
+            .transpose()
+            .map_err(|e| anyhow!(e))?;
+        let edge = Edge {
+            client_ip: ClientIpResolver::new(config.trusted_proxies.clone()),
+            cors: Cors::new(config.cors_origins.clone()),
+            rate_limits,
+        };
+        let app = Arc::new(HttpApp::new(
+            state,
+            Router::new(table(config.panic_probe)),
+            edge,
+        ));
         Ok(Self {
             listener,
             acceptor,

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API over HTTPS
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bring the database schema up to date
     Migrate(MigrateArgs),
     /// Create an active admin account (password from a prompt, stdin or --password-file)
@@ -126,6 +126,57 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_connections: usize,
+    /// Origin allowed to call the API from a browser, exactly as sent (repeat)
+    #[arg(
+        long = "cors-origin",
+        env = "SECURE_API_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
+    /// Proxy network (CIDR) whose X-Forwarded-For is believed (repeat)
+    #[arg(
+        long = "trusted-proxy",
+        env = "SECURE_API_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// Per-client limit on /api/ (N/second, N/minute, N/hour); `off` disables every limit
+    #[arg(
+        long,
+        env = "SECURE_API_RATE_LIMIT",
+        default_value = "60/minute",
+        value_name = "RATE"
+    )]
+    pub rate_limit: String,
+    /// Per-client limit on login
+    #[arg(
+        long,
+        env = "SECURE_API_LOGIN_RATE_LIMIT",
+        default_value = "5/minute",
+        value_name = "RATE"
+    )]
+    pub login_rate_limit: String,
+    /// Per-client limit on registration
+    #[arg(
+        long,
+        env = "SECURE_API_REGISTER_RATE_LIMIT",
+        default_value = "3/minute",
+        value_name = "RATE"
+    )]
+    pub register_rate_limit: String,
+    /// Per-client limit on token refresh
+    #[arg(
+        long,
+        env = "SECURE_API_REFRESH_RATE_LIMIT",
+        default_value = "10/minute",
+        value_name = "RATE"
+    )]
+    pub refresh_rate_limit: String,
+    /// Also listen for plain HTTP here and redirect every request to HTTPS
+    #[arg(long, env = "SECURE_API_REDIRECT_HTTP", value_name = "ADDR")]
+    pub redirect_http: Option<SocketAddr>,
     /// Lifetime of access tokens
     #[arg(
         long,

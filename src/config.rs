@@ -10,6 +10,10 @@ use crate::auth::password::HashParams;
 use crate::cli::{HashArgs, ServeArgs};
 use crate::clock::{self, Clock};
 use crate::server::ServerLimits;
+use ipnet::IpNet;
+
+use crate::http::cors::parse_origin;
+use crate::http::ratelimit::{Rate, RateLimitConfig};
 use crate::state::RuntimeSettings;
 
 /// systemd credential names looked up in `$CREDENTIALS_DIRECTORY`.
@@ -54,6 +58,11 @@ pub struct Config {
     pub access_token_ttl: time::Duration,
     pub refresh_lifetime: time::Duration,
     pub refresh_reuse_grace: time::Duration,
+    pub cors_origins: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    /// `None` turns every rate limit off.
+    pub rate_limits: Option<RateLimitConfig>,
+    pub redirect_http: Option<SocketAddr>,
     /// Start-up values of the settings an admin can change at run time.
     pub settings: RuntimeSettings,
     pub clock: Arc<dyn Clock>,
@@ -76,6 +85,10 @@ impl Config {
             max_body_bytes: 16_384,
             server: ServerLimits::default(),
             db_pool_size: 8,
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            rate_limits: Some(default_rate_limits()),
+            redirect_http: None,
             access_token_ttl: time::Duration::minutes(15),
             refresh_lifetime: time::Duration::days(7),
             refresh_reuse_grace: time::Duration::seconds(2),
@@ -145,6 +158,32 @@ impl Config {
         config.hash_queue = args.hash_queue;
         config.max_body_bytes = args.max_body_bytes;
         config.server.max_connections = args.max_connections;
+        config.cors_origins = args
+            .cors_origins
+            .iter()
+            .map(|o| parse_origin(o))
+            .collect::<Result<_, _>>()?;
+        config.trusted_proxies = args
+            .trusted_proxies
+            .iter()
+            .map(|cidr| parse_cidr(cidr))
+            .collect::<Result<_, _>>()?;
+        config.rate_limits = match Rate::parse_optional(&args.rate_limit)
+            .map_err(|e| format!("--rate-limit {e}"))?
+        {
+            None => None,
+            Some(api) => Some(RateLimitConfig {
+                api: Some(api),
+                login: Rate::parse_optional(&args.login_rate_limit)
+                    .map_err(|e| format!("--login-rate-limit {e}"))?,
+                register: Rate::parse_optional(&args.register_rate_limit)
+                    .map_err(|e| format!("--register-rate-limit {e}"))?,
+                refresh: Rate::parse_optional(&args.refresh_rate_limit)
+                    .map_err(|e| format!("--refresh-rate-limit {e}"))?,
+                max_keys: MAX_RATE_LIMIT_KEYS,
+            }),
+        };
+        config.redirect_http = args.redirect_http;
         config.access_token_ttl = time::Duration::minutes(i64::from(in_range(
             "--access-token-minutes",
             args.access_token_minutes,
@@ -173,6 +212,33 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join(crate::store::DB_FILE)
     }
+}
+
+/// Clients tracked per rate limiter before it starts afresh (about 100 bytes each).
+pub const MAX_RATE_LIMIT_KEYS: usize = 200_000;
+
+pub fn default_rate_limits() -> RateLimitConfig {
+    let rate = |count: u32| {
+        std::num::NonZeroU32::new(count).map(|count| Rate {
+            count,
+            period: std::time::Duration::from_secs(60),
+        })
+    };
+    RateLimitConfig {
+        api: rate(60),
+        login: rate(5),
+        register: rate(3),
+        refresh: rate(10),
+        max_keys: MAX_RATE_LIMIT_KEYS,
+    }
+}
+
+/// A network in CIDR form; a bare address is that one host.
+fn parse_cidr(raw: &str) -> Result<IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("--trusted-proxy {raw:?} is not an address or CIDR network"))
 }
 
 fn in_range(flag: &str, value: u32, min: u32, max: u32) -> Result<u32, String> {
@@ -206,7 +272,7 @@ mod tests {
         let mut full = vec!["secure-api", "serve"];
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     }
@@ -236,6 +302,42 @@ mod tests {
         let flagged = serve_args(&["--jwt-secret-file", "/etc/key"]);
         let config = Config::from_args(&flagged, Some(dir.path())).unwrap();
         assert_eq!(config.jwt_key, KeySource::File("/etc/key".into()));
+    }
+
+    #[test]
+    fn proxies_origins_and_rates_are_parsed_from_flags() {
+        let args = serve_args(&[
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1",
+            "--cors-origin",
+            "https://app.example.com",
+            "--login-rate-limit",
+            "off",
+        ]);
+        let config = Config::from_args(&args, None).unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(
+            config.cors_origins,
+            vec!["https://app.example.com".to_owned()]
+        );
+        let limits = config.rate_limits.unwrap();
+        assert_eq!(limits.login, None);
+        assert_eq!(limits.api.unwrap().count.get(), 60);
+        let off = Config::from_args(&serve_args(&["--rate-limit", "off"]), None).unwrap();
+        assert!(off.rate_limits.is_none());
+        for bad in [
+            vec!["--trusted-proxy", "10.0.0.0/33"],
+            vec!["--cors-origin", "*"],
+            vec!["--cors-origin", "null"],
+            vec!["--rate-limit", "lots"],
+        ] {
+            assert!(
+                Config::from_args(&serve_args(&bad), None).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     // clap exits 2 on usage errors and 0 for --help/--version.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => commands::serve::run(args),
+        Command::Serve(args) => commands::serve::run(*args),
         Command::Migrate(args) => commands::migrate::run(args),
         Command::CreateAdmin(args) => commands::create_admin::run(args),
         Command::Backup(args) => commands::backup::run(args),

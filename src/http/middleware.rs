@@ -2,7 +2,7 @@
 //! security headers → route match (404/405) → body precheck (413/415) →
 //! handler, with a panic in the handler turned into a logged 500.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,8 +14,11 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use super::authenticate::{Principal, authenticate};
+use super::client_ip::ClientIpResolver;
+use super::cors::Cors;
 use super::error::ApiError;
 use super::extract::precheck_body;
+use super::ratelimit::{Decision, RateInfo, RateLimits};
 use super::response::Body;
 use super::router::{Access, Ctx, Match, Router};
 use crate::domain::audit::{AuditEvent, AuditKind};
@@ -34,6 +37,16 @@ pub struct ConnInfo {
 pub struct HttpApp {
     state: Arc<AppState>,
     router: Router,
+    edge: Edge,
+}
+
+/// What the HTTP layer decides before any handler: who the client is, which
+/// origins may call, how fast.
+#[derive(Default)]
+pub struct Edge {
+    pub client_ip: ClientIpResolver,
+    pub cors: Cors,
+    pub rate_limits: Option<RateLimits>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -75,8 +88,17 @@ const HSTS: (HeaderName, HeaderValue) = (
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 impl HttpApp {
-    pub fn new(state: Arc<AppState>, router: Router) -> Self {
-        Self { state, router }
+    pub fn new(state: Arc<AppState>, router: Router, edge: Edge) -> Self {
+        Self {
+            state,
+            router,
+            edge,
+        }
+    }
+
+    /// Drops idle rate-limit entries; called every minute.
+    pub fn tidy(&self) -> usize {
+        self.edge.rate_limits.as_ref().map_or(0, RateLimits::tidy)
     }
 
     pub fn router(&self) -> &Router {
@@ -91,17 +113,23 @@ impl HttpApp {
         let method = req.method().clone();
         let is_api = req.uri().path().starts_with("/api/");
         let user_agent = logged_user_agent(req.headers());
+        let client_ip = self.edge.client_ip.resolve(conn.peer.ip(), req.headers());
+        let origin = Cors::origin_of(req.headers());
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,
-            client_ip = %conn.peer.ip(),
+            client_ip = %client_ip,
             user_id = tracing::field::Empty,
         );
 
-        let (route, mut response) = self
-            .dispatch(conn, Arc::clone(&request_id), req)
-            .instrument(span.clone())
-            .await;
+        let (route, mut response) = if Cors::is_preflight(req.method(), req.headers()) {
+            self.preflight(&req, &request_id)
+        } else {
+            self.dispatch(client_ip, Arc::clone(&request_id), req)
+                .instrument(span.clone())
+                .await
+        };
+        self.edge.cors.apply(origin.as_ref(), &mut response);
 
         let headers = response.headers_mut();
         for (name, value) in SECURITY_HEADERS {
@@ -130,10 +158,78 @@ impl HttpApp {
         response
     }
 
+    /// A CORS preflight: answered here, before limits and authentication.
+    fn preflight(
+        &self,
+        req: &Request<Incoming>,
+        request_id: &str,
+    ) -> (&'static str, Response<Body>) {
+        match self.router.methods_at(req.uri().path()) {
+            Some((template, methods)) => {
+                (template, self.edge.cors.preflight(req.headers(), &methods))
+            }
+            None => ("-", ApiError::NotFound.into_response(request_id)),
+        }
+    }
+
+    /// Rate limit, then route, body precheck, authentication, handler.
     /// Returns the matched route template (for the access log) and the response.
     async fn dispatch(
         &self,
-        conn: ConnInfo,
+        client_ip: IpAddr,
+        request_id: Arc<str>,
+        req: Request<Incoming>,
+    ) -> (&'static str, Response<Body>) {
+        let mut rate_info = None;
+        if let Some(limits) = &self.edge.rate_limits {
+            match limits.check(req.uri().path(), client_ip) {
+                Some(Decision::Limited {
+                    info,
+                    retry_after_secs,
+                }) => {
+                    if limits.should_audit(client_ip) {
+                        self.audit_rate_limited(client_ip, &request_id, req.uri().path())
+                            .await;
+                    }
+                    let mut response =
+                        ApiError::RateLimited { retry_after_secs }.into_response(&request_id);
+                    rate_limit_headers(&mut response, info);
+                    return ("-", response);
+                }
+                Some(Decision::Allowed(info)) => rate_info = Some(info),
+                None => {}
+            }
+        }
+        let (template, mut response) = self.route(client_ip, request_id, req).await;
+        if let Some(info) = rate_info {
+            rate_limit_headers(&mut response, info);
+        }
+        (template, response)
+    }
+
+    async fn audit_rate_limited(&self, client_ip: IpAddr, request_id: &str, path: &str) {
+        let event = AuditEvent {
+            kind: AuditKind::RateLimited,
+            user_id: None,
+            client_ip: Some(client_ip.to_string()),
+            request_id: Some(request_id.to_owned()),
+            // The path as matched by the limiter only: the query is never logged.
+            detail: serde_json::json!({ "path": path.chars().take(100).collect::<String>() }),
+        };
+        event.log();
+        if let Err(e) = self
+            .state
+            .store
+            .record_audit(event, self.state.clock.now())
+            .await
+        {
+            tracing::error!(error = %e, "could not store an audit event");
+        }
+    }
+
+    async fn route(
+        &self,
+        client_ip: IpAddr,
         request_id: Arc<str>,
         req: Request<Incoming>,
     ) -> (&'static str, Response<Body>) {
@@ -152,14 +248,17 @@ impl HttpApp {
         if let Err(error) = precheck_body(&req, self.state.limits.max_body_bytes) {
             return (template, error.into_response(&request_id));
         }
-        let principal = match self.authorize(route.access, &req, conn, &request_id).await {
+        let principal = match self
+            .authorize(route.access, &req, client_ip, &request_id)
+            .await
+        {
             Ok(principal) => principal,
             Err(error) => return (template, error.into_response(&request_id)),
         };
         let ctx = Ctx {
             state: Arc::clone(&self.state),
             request_id: Arc::clone(&request_id),
-            client_ip: conn.peer.ip(),
+            client_ip,
             params,
             principal,
         };
@@ -183,7 +282,7 @@ impl HttpApp {
         &self,
         access: Access,
         req: &Request<Incoming>,
-        conn: ConnInfo,
+        client_ip: IpAddr,
         request_id: &str,
     ) -> Result<Option<Principal>, ApiError> {
         let required = match access {
@@ -199,7 +298,7 @@ impl HttpApp {
             let event = AuditEvent {
                 kind: AuditKind::PermissionDenied,
                 user_id: Some(principal.user_id.clone()),
-                client_ip: Some(conn.peer.ip().to_string()),
+                client_ip: Some(client_ip.to_string()),
                 request_id: Some(request_id.to_owned()),
                 detail: serde_json::json!({
                     "permission": permission.as_str(),
@@ -219,6 +318,17 @@ impl HttpApp {
         }
         Ok(Some(principal))
     }
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+fn rate_limit_headers(response: &mut Response<Body>, info: RateInfo) {
+    let headers = response.headers_mut();
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(info.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(info.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(info.reset_secs));
 }
 
 /// A client's own request id is kept when it is short and plain enough to be

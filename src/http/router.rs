@@ -341,6 +341,23 @@ impl Router {
         Match::NotFound
     }
 
+    /// The template and methods of the path `path` matches, if any.
+    pub fn methods_at(&self, path: &str) -> Option<(&'static str, Vec<Method>)> {
+        let path = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
+        self.paths
+            .iter()
+            .find(|entry| match_segments(&entry.segments, path).is_some())
+            .map(|entry| {
+                (
+                    entry.template,
+                    entry.routes.iter().map(|r| r.method.clone()).collect(),
+                )
+            })
+    }
+
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.paths.iter().flat_map(|p| p.routes.iter())
     }

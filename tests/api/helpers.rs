@@ -41,6 +41,9 @@ pub fn test_config(dir: &Path) -> Config {
     config.hash.time_cost = 1;
     config.hash.parallelism = 1;
     config.allow_weak_hash = true;
+    // Suites make far more requests than a client should; the rate-limit
+    // tests turn limits back on.
+    config.rate_limits = None;
     config
 }
 
@@ -344,6 +347,8 @@ pub fn serve_args<'a>(data_dir: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
         "127.0.0.1:0",
         "--data-dir",
         data_dir.to_str().unwrap(),
+        "--rate-limit",
+        "off",
     ];
     args.extend_from_slice(&FAST_HASH_ARGS);
     args.extend_from_slice(extra);

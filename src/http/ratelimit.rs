@@ -1,0 +1,410 @@
+//! Per-client rate limits (GCRA, through `governor`): a general limit on
+//! `/api/` and stricter ones on login, register and refresh. Memory stays
+//! bounded: idle clients are forgotten every minute, and past `max_keys`
+//! tracked clients a limiter starts afresh rather than grow.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+/// `N/second`, `N/minute` or `N/hour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// `off` is `None`.
+    pub fn parse_optional(raw: &str) -> Result<Option<Self>, String> {
+        if raw.trim().eq_ignore_ascii_case("off") {
+            Ok(None)
+        } else {
+            Self::parse(raw).map(Some)
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (count, unit) = raw
+            .split_once('/')
+            .ok_or_else(|| format!("{raw:?} is not N/second, N/minute or N/hour"))?;
+        let count: NonZeroU32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("{raw:?}: the count must be a whole number above 0"))?;
+        let period = match unit.trim() {
+            "second" | "s" => Duration::from_secs(1),
+            "minute" | "m" => Duration::from_secs(60),
+            "hour" | "h" => Duration::from_secs(3600),
+            _ => return Err(format!("{raw:?}: the unit must be second, minute or hour")),
+        };
+        Ok(Self { count, period })
+    }
+
+    fn quota(self) -> Option<Quota> {
+        Quota::with_period(self.period / self.count.get()).map(|q| q.allow_burst(self.count))
+    }
+}
+
+/// `None` turns that one limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub api: Option<Rate>,
+    pub login: Option<Rate>,
+    pub register: Option<Rate>,
+    pub refresh: Option<Rate>,
+    /// Clients tracked per limiter before it starts afresh.
+    pub max_keys: usize,
+}
+
+/// The headers a limited response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the budget is whole again.
+    pub reset_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed(RateInfo),
+    Limited {
+        info: RateInfo,
+        retry_after_secs: u64,
+    },
+}
+
+type Keyed =
+    RateLimiter<IpKey, DefaultKeyedStateStore<IpKey>, DefaultClock, StateInformationMiddleware>;
+
+/// IPv4 addresses, and IPv6 addresses by their /64: one host hands out a
+/// whole /64, so single IPv6 addresses would be free fresh budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpKey(IpAddr);
+
+impl From<IpAddr> for IpKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => IpKey(ip),
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpKey(IpAddr::V6(prefix.into()))
+            }
+        }
+    }
+}
+
+struct Limiter {
+    rate: Rate,
+    quota: Quota,
+    inner: RwLock<Arc<Keyed>>,
+}
+
+impl Limiter {
+    fn new(rate: Rate) -> Option<Self> {
+        let quota = rate.quota()?;
+        Some(Self {
+            rate,
+            quota,
+            inner: RwLock::new(Arc::new(RateLimiter::dashmap(quota).with_middleware())),
+        })
+    }
+
+    fn current(&self) -> Arc<Keyed> {
+        match self.inner.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn check(&self, key: IpKey) -> Decision {
+        let limiter = self.current();
+        let limit = self.rate.count.get();
+        let interval = self.quota.replenish_interval();
+        match limiter.check_key(&key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let missing = limit.saturating_sub(remaining);
+                Decision::Allowed(RateInfo {
+                    limit,
+                    remaining,
+                    reset_secs: ceil_secs(interval * missing),
+                })
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                Decision::Limited {
+                    info: RateInfo {
+                        limit,
+                        remaining: 0,
+                        reset_secs: ceil_secs(interval * limit),
+                    },
+                    retry_after_secs: ceil_secs(wait).max(1),
+                }
+            }
+        }
+    }
+
+    /// Forgets clients whose budget is whole again; starts afresh when even
+    /// then too many are tracked (a spray of addresses must not grow memory).
+    fn tidy(&self, max_keys: usize) -> usize {
+        let limiter = self.current();
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+        let tracked = limiter.len();
+        if tracked > max_keys {
+            tracing::warn!(
+                tracked,
+                max_keys,
+                "rate limiter tracks too many clients; starting afresh"
+            );
+            let fresh = Arc::new(RateLimiter::dashmap(self.quota).with_middleware());
+            match self.inner.write() {
+                Ok(mut guard) => *guard = fresh,
+                Err(poisoned) => *poisoned.into_inner() = fresh,
+            }
+            return 0;
+        }
+        tracked
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Which limits a path is under, besides the general `/api/` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Specific {
+    Login,
+    Register,
+    Refresh,
+}
+
+fn specific(path: &str) -> Option<Specific> {
+    match path.strip_suffix('/').unwrap_or(path) {
+        "/api/v1/auth/login" => Some(Specific::Login),
+        "/api/v1/auth/register" => Some(Specific::Register),
+        "/api/v1/auth/refresh" => Some(Specific::Refresh),
+        _ => None,
+    }
+}
+
+pub struct RateLimits {
+    api: Option<Limiter>,
+    login: Option<Limiter>,
+    register: Option<Limiter>,
+    refresh: Option<Limiter>,
+    /// One `rate_limited` audit event per client per minute, not per request.
+    audit_gate: Limiter,
+    max_keys: usize,
+    checks: AtomicU64,
+}
+
+/// How often (in checks) the tracked-client count is looked at between the
+/// periodic tidy-ups.
+const TIDY_EVERY: u64 = 4096;
+
+impl RateLimits {
+    pub fn new(config: RateLimitConfig) -> Result<Self, String> {
+        let build =
+            |rate: Rate| Limiter::new(rate).ok_or_else(|| format!("rate {rate:?} is too fine"));
+        let optional = |rate: Option<Rate>| rate.map(build).transpose();
+        let minute = Rate {
+            count: NonZeroU32::MIN,
+            period: Duration::from_secs(60),
+        };
+        Ok(Self {
+            api: optional(config.api)?,
+            login: optional(config.login)?,
+            register: optional(config.register)?,
+            refresh: optional(config.refresh)?,
+            audit_gate: build(minute)?,
+            max_keys: config.max_keys.max(1),
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    /// `None` for paths outside `/api/` (health checks are never limited).
+    /// The strictest answer wins; a refusal consumes nothing elsewhere.
+    pub fn check(&self, path: &str, client: IpAddr) -> Option<Decision> {
+        if !path.starts_with("/api/") {
+            return None;
+        }
+        if self.checks.fetch_add(1, Ordering::Relaxed) % TIDY_EVERY == TIDY_EVERY - 1 {
+            self.tidy();
+        }
+        let key = IpKey::from(client);
+        let specific = specific(path).and_then(|s| match s {
+            Specific::Login => self.login.as_ref(),
+            Specific::Register => self.register.as_ref(),
+            Specific::Refresh => self.refresh.as_ref(),
+        });
+        let general = self.api.as_ref().map(|l| l.check(key));
+        if let Some(limited @ Decision::Limited { .. }) = general {
+            return Some(limited);
+        }
+        let narrow = specific.map(|l| l.check(key));
+        match (general, narrow) {
+            (Some(limited @ Decision::Limited { .. }), _)
+            | (_, Some(limited @ Decision::Limited { .. })) => Some(limited),
+            (Some(Decision::Allowed(g)), Some(Decision::Allowed(n))) => {
+                Some(Decision::Allowed(if n.remaining < g.remaining {
+                    n
+                } else {
+                    g
+                }))
+            }
+            (decision, None) | (None, decision) => decision,
+        }
+    }
+
+    /// True the first time a client is limited within a minute.
+    pub fn should_audit(&self, client: IpAddr) -> bool {
+        matches!(
+            self.audit_gate.check(IpKey::from(client)),
+            Decision::Allowed(_)
+        )
+    }
+
+    /// Run every minute: drops idle clients and bounds the rest. Returns how
+    /// many clients are tracked in all.
+    pub fn tidy(&self) -> usize {
+        [&self.api, &self.login, &self.register, &self.refresh]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&self.audit_gate))
+            .map(|l| l.tidy(self.max_keys))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(api: &str, login: &str) -> RateLimitConfig {
+        RateLimitConfig {
+            api: Rate::parse_optional(api).unwrap(),
+            login: Rate::parse_optional(login).unwrap(),
+            register: Rate::parse_optional("3/minute").unwrap(),
+            refresh: Rate::parse_optional("10/minute").unwrap(),
+            max_keys: 1000,
+        }
+    }
+
+    #[test]
+    fn rates_parse_and_refuse_nonsense() {
+        assert_eq!(Rate::parse("60/minute").unwrap().count.get(), 60);
+        assert_eq!(
+            Rate::parse("2/hour").unwrap().period,
+            Duration::from_secs(3600)
+        );
+        for bad in [
+            "",
+            "60",
+            "0/minute",
+            "-1/minute",
+            "ten/second",
+            "5/day",
+            "5/",
+        ] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_strictest_limit_decides_and_reports_honest_numbers() {
+        let limits = RateLimits::new(config("60/minute", "5/minute")).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for expected_remaining in (0..5).rev() {
+            match limits.check("/api/v1/auth/login", ip) {
+                Some(Decision::Allowed(info)) => {
+                    assert_eq!((info.limit, info.remaining), (5, expected_remaining));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match limits.check("/api/v1/auth/login", ip) {
+            Some(Decision::Limited {
+                info,
+                retry_after_secs,
+            }) => {
+                assert_eq!(info.remaining, 0);
+                assert!((1..=12).contains(&retry_after_secs), "{retry_after_secs}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            limits.check("/api/v1/users/me", ip),
+            Some(Decision::Allowed(_))
+        ));
+        assert_eq!(limits.check("/health", ip), None);
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(matches!(
+            limits.check("/api/v1/auth/login", other),
+            Some(Decision::Allowed(_))
+        ));
+    }
+
+    #[test]
+    fn a_limit_turned_off_is_not_applied() {
+        let limits = RateLimits::new(config("off", "1/minute")).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..100 {
+            assert!(matches!(
+                limits.check("/api/x", ip),
+                None | Some(Decision::Allowed(_))
+            ));
+        }
+        assert!(matches!(
+            limits.check("/api/v1/auth/login", ip),
+            Some(Decision::Allowed(_))
+        ));
+        assert!(matches!(
+            limits.check("/api/v1/auth/login", ip),
+            Some(Decision::Limited { .. })
+        ));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_shares_one_budget() {
+        let limits = RateLimits::new(config("2/minute", "5/minute")).unwrap();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(matches!(
+            limits.check("/api/x", a),
+            Some(Decision::Allowed(_))
+        ));
+        assert!(matches!(
+            limits.check("/api/x", b),
+            Some(Decision::Allowed(_))
+        ));
+        assert!(matches!(
+            limits.check("/api/x", a),
+            Some(Decision::Limited { .. })
+        ));
+    }
+
+    #[test]
+    fn a_spray_of_addresses_is_bounded() {
+        let mut cfg = config("60/minute", "5/minute");
+        cfg.max_keys = 100;
+        let limits = RateLimits::new(cfg).unwrap();
+        for i in 0..500u32 {
+            limits.check("/api/x", IpAddr::from(i.to_be_bytes()));
+        }
+        let api = limits.api.as_ref().unwrap();
+        assert!(api.current().len() <= 500);
+        limits.tidy();
+        assert!(api.current().len() <= 100, "{}", api.current().len());
+    }
+}
