@@ -28,6 +28,8 @@ use crate::store::Store;
 
 pub struct Application {
     listener: TcpListener,
+    redirect_listener: Option<TcpListener>,
+    certs: Arc<tls::CertStore>,
     acceptor: TlsAcceptor,
     app: Arc<HttpApp>,
     limits: ServerLimits,
@@ -62,8 +64,9 @@ impl Application {
                 (cert, key)
             }
         };
-        let material = tls::load(&cert_path, &key_path).map_err(|e| anyhow!(e))?;
-        let acceptor = TlsAcceptor::from(tls::server_config(material).map_err(|e| anyhow!(e))?);
+        let certs = Arc::new(tls::CertStore::load(&cert_path, &key_path).map_err(|e| anyhow!(e))?);
+        let acceptor =
+            TlsAcceptor::from(tls::server_config(Arc::clone(&certs)).map_err(|e| anyhow!(e))?);
 
         let jwt_key = match &config.jwt_key {
             KeySource::File(path) => keys::load(path).map_err(|e| anyhow!(e))?,
@@ -104,6 +107,14 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        let redirect_listener = match config.redirect_http {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for HTTP redirects"))?,
+            ),
+            None => None,
+        };
 
         let state = Arc::new(AppState {
             store,
@@ -112,6 +123,7 @@ impl Application {
             clock: config.clock,
             limits: HttpLimits {
                 max_body_bytes: config.max_body_bytes,
+                body_read_timeout: config.server.body_read_timeout,
             },
             sessions: SessionPolicy {
                 refresh_lifetime: config.refresh_lifetime,
@@ -141,6 +153,8 @@ impl Application {
         ));
         Ok(Self {
             listener,
+            redirect_listener,
+            certs,
             acceptor,
             app,
             limits: config.server,
@@ -151,6 +165,18 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The plain-HTTP redirect listener's address, when there is one.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The served certificate, for reloading it (SIGHUP).
+    pub fn certificates(&self) -> Arc<tls::CertStore> {
+        Arc::clone(&self.certs)
     }
 
     /// What was generated on this start (for the operator to hear about).

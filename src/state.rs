@@ -45,6 +45,8 @@ impl AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
+    /// The whole body must arrive within this time.
+    pub body_read_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

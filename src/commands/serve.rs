@@ -3,7 +3,7 @@ use anyhow::anyhow;
 use crate::app::Application;
 use crate::cli::ServeArgs;
 use crate::config::Config;
-use crate::server::signals::shutdown_signal;
+use crate::server::signals::{reload_signal, shutdown_signal};
 use crate::telemetry;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -16,11 +16,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
+        let mut hangups = reload_signal()?;
         let app = Application::build(config).await?;
+        let certs = app.certificates();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match certs.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one"),
+                }
+            }
+        });
         for notice in app.generated() {
             // Loud on purpose: an operator must notice secrets appearing.
             eprintln!("secure-api: NOTICE: {notice}");
             tracing::warn!("{notice}");
+        }
+        if let Some(redirect) = app.redirect_addr() {
+            tracing::info!(redirect_address = %redirect, "redirecting http://{redirect} to HTTPS");
         }
         tracing::info!(
             address = %app.local_addr(),

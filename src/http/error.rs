@@ -58,6 +58,8 @@ pub enum ApiError {
     },
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("rate limited")]
@@ -93,6 +95,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -115,6 +118,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => (
                 "payload_too_large",
                 "Request body exceeds the size limit".into(),
+            ),
+            ApiError::RequestTimeout => (
+                "request_timeout",
+                "The request body did not arrive in time".into(),
             ),
             ApiError::UnsupportedMediaType => (
                 "unsupported_media_type",

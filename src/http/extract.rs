@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, FieldError};
+use crate::state::HttpLimits;
 
 /// Refuses, before reading anything, a body announced as larger than the
 /// limit or sent with a media type other than JSON.
@@ -100,11 +101,15 @@ impl Page {
     }
 }
 
-/// Reads the body, stopping at `max_body_bytes` (so a chunked body cannot
-/// grow past the limit in memory).
-pub async fn read_body(req: Request<Incoming>, max_body_bytes: usize) -> Result<Bytes, ApiError> {
-    let limited = Limited::new(req.into_body(), max_body_bytes);
-    match limited.collect().await {
+/// Reads the body, stopping at the size limit (so a chunked body cannot grow
+/// past it in memory) and at the read deadline (so a client trickling bytes
+/// cannot hold a request open).
+pub async fn read_body(req: Request<Incoming>, limits: &HttpLimits) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(req.into_body(), limits.max_body_bytes);
+    let collected = tokio::time::timeout(limits.body_read_timeout, limited.collect())
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
         Err(_) => Err(ApiError::BadRequest {
@@ -119,16 +124,25 @@ pub async fn read_body(req: Request<Incoming>, max_body_bytes: usize) -> Result<
 /// 422 with the field named, never with the submitted value.
 pub async fn json<T: DeserializeOwned>(
     req: Request<Incoming>,
-    max_body_bytes: usize,
+    limits: &HttpLimits,
 ) -> Result<T, ApiError> {
     if !is_json(req.headers()) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = read_body(req, max_body_bytes).await?;
+    let body = read_body(req, limits).await?;
     parse_json(&body)
 }
 
+/// Deeper than any body of this API needs; refused before parsing.
+pub const MAX_JSON_DEPTH: usize = 16;
+
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if nesting_depth(body) > MAX_JSON_DEPTH {
+        return Err(ApiError::BadRequest {
+            code: "json_too_deep",
+            detail: Cow::Borrowed("Request body nests too deeply"),
+        });
+    }
     // serde would also build a struct from an array; a body is an object.
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
@@ -144,6 +158,32 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
     deserializer.end().map_err(|_| ApiError::malformed_json())?;
     Ok(value)
+}
+
+/// The deepest nesting of arrays and objects, ignoring brackets inside strings.
+fn nesting_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -222,6 +262,21 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_but_brackets_in_strings_do_not_count() {
+        let deep = format!("{}{}", "[".repeat(17), "]".repeat(17));
+        assert!(matches!(
+            parse_json::<serde_json::Value>(deep.as_bytes()),
+            Err(ApiError::BadRequest {
+                code: "json_too_deep",
+                ..
+            })
+        ));
+        let shallow = format!(r#"{{"name":"{}\"{}"}}"#, "[".repeat(50), "{".repeat(50));
+        assert_eq!(nesting_depth(shallow.as_bytes()), 1);
+        assert!(parse_json::<Dto>(shallow.as_bytes()).is_ok());
     }
 
     #[test]

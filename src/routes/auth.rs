@@ -102,7 +102,7 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             detail: "Registration is closed",
         });
     }
-    let body: RegisterRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let body: RegisterRequest = extract::json(req, &ctx.state.limits).await?;
     let input = AccountInput::parse(
         &body.username,
         &body.email,
@@ -175,7 +175,7 @@ const INVALID_CREDENTIALS: ApiError = ApiError::Unauthorized {
 /// Unknown email, wrong password, deactivated and locked accounts all get the
 /// same 401, after the same single Argon2 verification.
 pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let body: LoginRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let body: LoginRequest = extract::json(req, &ctx.state.limits).await?;
     let mut errors = Vec::new();
     let email = body.email.trim().to_ascii_lowercase();
     if email.is_empty() || email.len() > 254 {
@@ -286,7 +286,7 @@ async fn presented_refresh_token(
     if let Some(cookie) = read_cookie(req.headers(), REFRESH_COOKIE) {
         return Ok(Some(cookie.to_owned()));
     }
-    let body = extract::read_body(req, ctx.state.limits.max_body_bytes).await?;
+    let body = extract::read_body(req, &ctx.state.limits).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

@@ -87,7 +87,7 @@ fn profile_patch(
 
 pub async fn update_me(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let user_id = ctx.principal()?.user_id.clone();
-    let body: ProfileRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let body: ProfileRequest = extract::json(req, &ctx.state.limits).await?;
     let mut errors = Vec::new();
     let patch = profile_patch(body.full_name, body.email, &mut errors);
     if !errors.is_empty() {
@@ -123,7 +123,7 @@ struct ChangePasswordRequest {
 /// included, and the caller gets a fresh pair: only they stay signed in.
 pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let user_id = ctx.principal()?.user_id.clone();
-    let body: ChangePasswordRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let body: ChangePasswordRequest = extract::json(req, &ctx.state.limits).await?;
     if body.current_password == body.new_password {
         return Err(ApiError::Validation(vec![FieldError::new(
             "new_password",
@@ -225,7 +225,7 @@ struct CreateUserRequest {
 
 pub async fn create(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let actor_id = ctx.principal()?.user_id.clone();
-    let body: CreateUserRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let body: CreateUserRequest = extract::json(req, &ctx.state.limits).await?;
     let role = match body.role.as_deref().map(Role::parse).transpose() {
         Ok(role) => role.unwrap_or(Role::User),
         Err(Invalid(message)) => {
@@ -288,7 +288,7 @@ struct PatchRequest {
 pub async fn patch(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let actor_id = ctx.principal()?.user_id.clone();
     let target = ctx.user_id_param()?;
-    let body: PatchRequest = extract::json(req, ctx.state.limits.max_body_bytes).await?;
+    let body: PatchRequest = extract::json(req, &ctx.state.limits).await?;
     let mut errors = Vec::new();
     let mut patch = profile_patch(body.full_name, body.email, &mut errors);
     patch.is_active = body.is_active;

@@ -1,6 +1,7 @@
 //! Sockets and TLS: the accept loop, the per-connection task (TLS handshake
 //! under a deadline, then hyper), the connection cap and graceful shutdown.
 
+pub mod redirect;
 pub mod signals;
 pub mod tls;
 
@@ -24,6 +25,7 @@ pub struct ServerLimits {
     pub max_connections: usize,
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     /// How long in-flight requests may take to finish after a stop signal.
     pub shutdown_grace: Duration,
     pub h2_max_concurrent_streams: u32,
@@ -36,6 +38,7 @@ impl Default for ServerLimits {
             max_connections: 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             h2_max_concurrent_streams: 100,
             max_header_bytes: 16 * 1024,

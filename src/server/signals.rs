@@ -12,3 +12,8 @@ pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()
         }
     })
 }
+
+/// A stream of SIGHUPs: the operator's "reload the certificate".
+pub fn reload_signal() -> std::io::Result<tokio::signal::unix::Signal> {
+    signal(SignalKind::hangup())
+}

@@ -1,11 +1,13 @@
 //! TLS: PEM loading through rustls-pki-types, a self-signed certificate
 //! generated on first start, and the rustls server configuration.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -54,14 +56,69 @@ pub fn generate(cert_path: &Path, key_path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))
 }
 
+/// The certificate the server presents, replaceable while serving: open
+/// connections keep the one they started with, new ones get the new one.
+#[derive(Debug)]
+pub struct CertStore {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, String> {
+        let provider = crypto_provider();
+        let certified = certified_key(cert_path, key_path, &provider)?;
+        Ok(Self {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            provider,
+            current: RwLock::new(Arc::new(certified)),
+        })
+    }
+
+    /// Reads the files again; on any error the current certificate stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let certified = certified_key(&self.cert_path, &self.key_path, &self.provider)?;
+        match self.current.write() {
+            Ok(mut guard) => *guard = Arc::new(certified),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(certified),
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let material = load(cert_path, key_path)?;
+    CertifiedKey::from_der(material.certs, material.key, provider)
+        .map_err(|e| format!("the certificate and key do not form a usable pair: {e}"))
+}
+
 /// TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, no client certificates.
-pub fn server_config(material: TlsMaterial) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(certs: Arc<CertStore>) -> Result<Arc<ServerConfig>, String> {
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS protocol versions: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(material.certs, material.key)
-        .map_err(|e| format!("the certificate and key do not form a usable pair: {e}"))?;
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
