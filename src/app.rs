@@ -185,6 +185,22 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        let app = Arc::clone(&self.app);
+        let housekeeping = tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                let tracked = app.tidy();
+                tracing::debug!(tracked, "rate-limit state tidied");
+            }
+        });
+        let redirects = self.redirect_listener.map(|listener| {
+            tokio::spawn(server::redirect::serve(
+                listener,
+                self.local_addr.port(),
+                self.limits,
+            ))
+        });
         server::serve(
             self.listener,
             self.acceptor,
@@ -193,5 +209,9 @@ impl Application {
             shutdown,
         )
         .await;
+        housekeeping.abort();
+        if let Some(redirects) = redirects {
+            redirects.abort();
+        }
     }
 }

@@ -316,6 +316,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     stderr: tokio::task::JoinHandle<String>,
     stdout: tokio::task::JoinHandle<String>,
+    /// The log lines written up to readiness.
+    pub startup_log: String,
 }
 
 impl ServerProcess {
@@ -387,6 +389,7 @@ pub async fn start_server(data_dir: &Path, extra: &[&str]) -> ServerProcess {
     })
     .await
     .expect("server becomes ready");
+    let startup_log = log.clone();
     // Keep draining stdout so the server never blocks on a full pipe.
     let stdout = tokio::spawn(async move {
         while let Ok(Some(line)) = stdout.next_line().await {
@@ -400,6 +403,7 @@ pub async fn start_server(data_dir: &Path, extra: &[&str]) -> ServerProcess {
         addr,
         stderr,
         stdout,
+        startup_log,
     }
 }
 
