@@ -7,11 +7,14 @@
     clippy::indexing_slicing
 )]
 
+mod abuse;
 mod admin;
 mod auth;
 mod cli;
+mod cors;
 mod helpers;
 mod http_contract;
+mod limits;
 mod matrix;
 mod register;
 mod store_ops;
