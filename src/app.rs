@@ -21,7 +21,7 @@ use crate::http::client_ip::ClientIpResolver;
 use crate::http::cors::Cors;
 use crate::http::middleware::{Edge, HttpApp};
 use crate::http::ratelimit::RateLimits;
-use crate::http::router::{Router, table};
+use crate::http::router::{Router, table_with};
 use crate::server::{self, ServerLimits, tls};
 use crate::state::{AppState, HttpLimits, SessionPolicy};
 use crate::store::Store;
@@ -148,7 +148,7 @@ impl Application {
         };
         let app = Arc::new(HttpApp::new(
             state,
-            Router::new(table(config.panic_probe)),
+            Router::new(table_with(config.panic_probe, config.expose_openapi)),
             edge,
         ));
         Ok(Self {

@@ -28,6 +28,15 @@ pub enum Command {
     CreateAdmin(CreateAdminArgs),
     /// Write a consistent copy of the database to FILE, also while serving
     Backup(BackupArgs),
+    /// Create missing secrets for systemd credentials: a JWT key and a self-signed certificate
+    InitSecrets(InitSecretsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitSecretsArgs {
+    /// Where to write jwt-secret, tls-cert.pem and tls-key.pem (existing files are kept)
+    #[arg(long, default_value = "/etc/secure-api", value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +186,9 @@ pub struct ServeArgs {
     /// Also listen for plain HTTP here and redirect every request to HTTPS
     #[arg(long, env = "SECURE_API_REDIRECT_HTTP", value_name = "ADDR")]
     pub redirect_http: Option<SocketAddr>,
+    /// Serve the OpenAPI document at /api/v1/openapi.json
+    #[arg(long, env = "SECURE_API_EXPOSE_OPENAPI")]
+    pub expose_openapi: bool,
     /// Lifetime of access tokens
     #[arg(
         long,
@@ -263,10 +275,17 @@ pub struct CreateAdminArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["file", "dir"]))]
 pub struct BackupArgs {
     #[command(flatten)]
     pub data_dir: DataDirArgs,
     /// Where to write the copy; must not exist yet
     #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Instead of FILE: write secure-api-<UTC time>.db into this directory
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// With --dir: keep only the newest N backups there
+    #[arg(long, requires = "dir", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
 }

@@ -63,6 +63,7 @@ pub struct Config {
     /// `None` turns every rate limit off.
     pub rate_limits: Option<RateLimitConfig>,
     pub redirect_http: Option<SocketAddr>,
+    pub expose_openapi: bool,
     /// Start-up values of the settings an admin can change at run time.
     pub settings: RuntimeSettings,
     pub clock: Arc<dyn Clock>,
@@ -89,6 +90,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             rate_limits: Some(default_rate_limits()),
             redirect_http: None,
+            expose_openapi: false,
             access_token_ttl: time::Duration::minutes(15),
             refresh_lifetime: time::Duration::days(7),
             refresh_reuse_grace: time::Duration::seconds(2),
@@ -184,6 +186,7 @@ impl Config {
             }),
         };
         config.redirect_http = args.redirect_http;
+        config.expose_openapi = args.expose_openapi;
         config.access_token_ttl = time::Duration::minutes(i64::from(in_range(
             "--access-token-minutes",
             args.access_token_minutes,

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => commands::migrate::run(args),
         Command::CreateAdmin(args) => commands::create_admin::run(args),
         Command::Backup(args) => commands::backup::run(args),
+        Command::InitSecrets(args) => commands::init_secrets::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod create_admin;
+pub mod init_secrets;
 pub mod migrate;
 pub mod serve;
 

@@ -1,4 +1,5 @@
 use anyhow::anyhow;
+use sd_notify::NotifyState;
 
 use crate::app::Application;
 use crate::cli::ServeArgs;
@@ -41,8 +42,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "listening on https://{}",
             app.local_addr()
         );
+        // systemd (Type=notify): ready only now that the schema is checked,
+        // the keys and certificate are loaded and the listener is bound.
+        notify(&[NotifyState::Ready]);
+        let watchdog = sd_notify::watchdog_enabled().map(|period| {
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(period / 2);
+                loop {
+                    ticks.tick().await;
+                    notify(&[NotifyState::Watchdog]);
+                }
+            })
+        });
+        let shutdown = async move {
+            shutdown.await;
+            notify(&[NotifyState::Stopping]);
+        };
         app.run_until_stopped(shutdown).await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Tells systemd about our state; without `$NOTIFY_SOCKET` this does nothing.
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
 }

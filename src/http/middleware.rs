@@ -122,14 +122,18 @@ impl HttpApp {
             user_id = tracing::field::Empty,
         );
 
+        // A preflight carries its own (possibly withheld) grant; only actual
+        // requests get the grant added here.
         let (route, mut response) = if Cors::is_preflight(req.method(), req.headers()) {
             self.preflight(&req, &request_id)
         } else {
-            self.dispatch(client_ip, Arc::clone(&request_id), req)
+            let (route, mut response) = self
+                .dispatch(client_ip, Arc::clone(&request_id), req)
                 .instrument(span.clone())
-                .await
+                .await;
+            self.edge.cors.apply(origin.as_ref(), &mut response);
+            (route, response)
         };
-        self.edge.cors.apply(origin.as_ref(), &mut response);
 
         let headers = response.headers_mut();
         for (name, value) in SECURITY_HEADERS {

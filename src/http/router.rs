@@ -24,6 +24,7 @@
 //! | GET    | /api/v1/admin/config       | admin:read |
 //! | POST   | /api/v1/admin/config       | admin:write |
 //! | GET    | /api/v1/admin/audit        | admin:read |
+//! | GET    | /api/v1/openapi.json       | public, only with `--expose-openapi` |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -112,6 +113,11 @@ fn route(method: Method, path: &'static str, access: Access, handler: Handler) -
 /// The route table. `with_panic_probe` adds a route that panics, which only
 /// tests switch on, to prove a panicking handler costs one 500 and nothing more.
 pub fn table(with_panic_probe: bool) -> Vec<Route> {
+    table_with(with_panic_probe, false)
+}
+
+/// The table, with `GET /api/v1/openapi.json` when `expose_openapi` is set.
+pub fn table_with(with_panic_probe: bool, expose_openapi: bool) -> Vec<Route> {
     use crate::domain::rbac::Permission::*;
     use Access::Permission;
     use routes::{admin, users};
@@ -237,6 +243,14 @@ pub fn table(with_panic_probe: bool) -> Vec<Route> {
             handler!(admin::audit),
         ),
     ];
+    if expose_openapi {
+        routes.push(route(
+            Method::GET,
+            "/api/v1/openapi.json",
+            Access::Public,
+            handler!(routes::health::openapi),
+        ));
+    }
     if with_panic_probe {
         routes.push(route(
             Method::GET,

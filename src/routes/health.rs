@@ -40,6 +40,16 @@ pub async fn ready(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     }
 }
 
+/// The OpenAPI document of this API (served only with `--expose-openapi`).
+pub async fn openapi(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    const DOCUMENT: &str = include_str!("../../openapi.json");
+    Ok(with_body(
+        StatusCode::OK,
+        APPLICATION_JSON,
+        Bytes::from_static(DOCUMENT.as_bytes()),
+    ))
+}
+
 /// Registered only by tests (see `router::table`).
 #[allow(clippy::panic)]
 pub async fn panic_probe(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {

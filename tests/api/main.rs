@@ -16,6 +16,7 @@ mod helpers;
 mod http_contract;
 mod limits;
 mod matrix;
+mod openapi;
 mod register;
 mod store_ops;
 mod tokens;
