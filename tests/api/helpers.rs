@@ -327,6 +327,15 @@ impl ServerProcess {
         (status, stderr)
     }
 
+    /// Waits for an exit already caused (by a signal sent elsewhere).
+    pub async fn stop_after_signal(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("server exits")
+            .unwrap();
+        (status, self.stderr.await.unwrap())
+    }
+
     /// Like `stop`, also returning every log line written to stdout.
     pub async fn stop_with_logs(mut self) -> (std::process::ExitStatus, String, String) {
         send_signal(&self.child, "TERM");
@@ -358,9 +367,18 @@ pub fn serve_args<'a>(data_dir: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 pub async fn start_server(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+    start_server_with_env(data_dir, extra, &[]).await
+}
+
+pub async fn start_server_with_env(
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> ServerProcess {
     let mut child = Command::new(bin())
         .args(serve_args(data_dir, extra))
         .env_clear()
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

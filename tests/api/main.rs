@@ -17,6 +17,7 @@ mod http_contract;
 mod limits;
 mod matrix;
 mod openapi;
+mod operations;
 mod register;
 mod store_ops;
 mod tokens;
