@@ -7,7 +7,6 @@ use crate::auth::password::PasswordHasher;
 use crate::cli::CreateAdminArgs;
 use crate::config::hash_params;
 use crate::domain::role::Role;
-use crate::domain::user::NewUser;
 use crate::http::error::ApiError;
 use crate::routes::auth::AccountInput;
 use crate::secret::SecretString;
@@ -30,16 +29,9 @@ pub fn run(args: CreateAdminArgs) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let hasher = PasswordHasher::new(params, 1, 0);
-    let password_hash = runtime
-        .block_on(hasher.hash(input.password.secret()))
-        .map_err(|e| anyhow!(e))?;
-    let user = NewUser {
-        username: input.username,
-        email: input.email,
-        full_name: None,
-        role: Role::Admin,
-        password_hash,
-    };
+    let user = runtime
+        .block_on(input.into_new_user(&hasher, Role::Admin))
+        .map_err(|e| anyhow!(describe(&e)))?;
     match store::create_user_blocking(&mut conn, &user) {
         Ok(created) => {
             println!(

@@ -11,6 +11,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::audit;
+use crate::auth::password::PasswordHasher;
 use crate::domain::Invalid;
 use crate::domain::audit::AuditKind;
 use crate::domain::email::{self, Email};
@@ -93,6 +94,22 @@ impl AccountInput {
             _ => Err(ApiError::Validation(errors)),
         }
     }
+
+    /// Hashes the password (on the bounded pool) and yields the account to store.
+    pub async fn into_new_user(
+        self,
+        hasher: &PasswordHasher,
+        role: Role,
+    ) -> Result<NewUser, ApiError> {
+        let password_hash = hasher.hash(self.password.secret()).await?;
+        Ok(NewUser {
+            username: self.username,
+            email: self.email,
+            full_name: self.full_name,
+            role,
+            password_hash,
+        })
+    }
 }
 
 pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
@@ -109,20 +126,13 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         body.full_name.as_deref(),
         SecretString::new(body.password),
     )?;
-    let password_hash = ctx.state.hasher.hash(input.password.secret()).await?;
     let event = audit::event(
         &ctx,
         AuditKind::Registration,
         None,
         json!({ "username": input.username.as_str(), "email": input.email.masked() }),
     );
-    let new_user = NewUser {
-        username: input.username,
-        email: input.email,
-        full_name: input.full_name,
-        role: Role::User,
-        password_hash,
-    };
+    let new_user = input.into_new_user(&ctx.state.hasher, Role::User).await?;
     let now = ctx.state.clock.now();
     let user = ctx
         .state

@@ -18,7 +18,6 @@ use crate::domain::full_name::FullName;
 use crate::domain::password::{LoginPassword, NewPassword};
 use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
-use crate::domain::user::NewUser;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{self, Page};
 use crate::http::response::json;
@@ -238,20 +237,13 @@ pub async fn create(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         body.full_name.as_deref(),
         SecretString::new(body.password),
     )?;
-    let password_hash = ctx.state.hasher.hash(input.password.secret()).await?;
     let event = audit::event(
         &ctx,
         AuditKind::UserCreated,
         None,
         json!({ "actor_id": actor_id, "role": role.as_str(), "username": input.username.as_str() }),
     );
-    let new_user = NewUser {
-        username: input.username,
-        email: input.email,
-        full_name: input.full_name,
-        role,
-        password_hash,
-    };
+    let new_user = input.into_new_user(&ctx.state.hasher, role).await?;
     let now = ctx.state.clock.now();
     let user = ctx
         .state

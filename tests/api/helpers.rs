@@ -208,7 +208,10 @@ pub async fn send_http1(
     let request = builder
         .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    collect(sender.send_request(request).await.unwrap()).await
+}
+
+async fn collect(response: http::Response<hyper::body::Incoming>) -> TestResponse {
     let (parts, body) = response.into_parts();
     checked(TestResponse {
         status: parts.status.as_u16(),
@@ -271,13 +274,7 @@ pub async fn send_http2(stream: TlsStream<TcpStream>, path: &str) -> TestRespons
         .uri(format!("https://localhost{path}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    checked(TestResponse {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    })
+    collect(sender.send_request(request).await.unwrap()).await
 }
 
 pub fn bin() -> &'static str {
