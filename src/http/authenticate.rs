@@ -7,6 +7,7 @@ use http::header::AUTHORIZATION;
 
 use super::error::ApiError;
 use crate::domain::role::Role;
+use crate::domain::user::User;
 use crate::state::AppState;
 
 /// Who is calling, as checked against the database on this request.
@@ -14,6 +15,8 @@ use crate::state::AppState;
 pub struct Principal {
     pub user_id: String,
     pub role: Role,
+    /// The account as read for this request.
+    pub user: User,
 }
 
 enum Credential<'a> {
@@ -54,14 +57,12 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
                 .tokens
                 .verify_access(token, state.clock.now())
                 .map_err(|_| INVALID_TOKEN)?;
-            let current = state.store.auth_state(claims.sub.clone()).await?;
-            match current {
-                Some(current) if current.is_active && current.token_version == claims.ver => {
-                    Ok(Principal {
-                        user_id: claims.sub,
-                        role: current.role,
-                    })
-                }
+            match state.store.user_for_token(claims.sub.clone()).await? {
+                Some((user, version)) if user.is_active && version == claims.ver => Ok(Principal {
+                    user_id: claims.sub,
+                    role: user.role,
+                    user,
+                }),
                 _ => Err(INVALID_TOKEN),
             }
         }

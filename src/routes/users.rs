@@ -34,15 +34,10 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Served from the row authentication just read: one query per request.
 pub async fn me(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    let user_id = ctx.principal()?.user_id.clone();
-    let user = ctx
-        .state
-        .store
-        .user_by_id(user_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+    let user = &ctx.principal()?.user;
+    json(StatusCode::OK, &UserDto::from(user)).map_err(ApiError::internal)
 }
 
 #[derive(Deserialize)]

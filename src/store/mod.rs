@@ -24,7 +24,7 @@ use crate::domain::audit::AuditKind;
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::policy::{self, Denied, UserPatch};
 use crate::domain::role::Role;
-use crate::domain::user::{AuthState, Credentials, NewUser, User};
+use crate::domain::user::{Credentials, NewUser, User};
 use crate::files;
 use audit::AuditRecord;
 use migrations::Plan;
@@ -212,9 +212,10 @@ impl Store {
         self.read(move |conn| users::by_id(conn, &user_id)).await
     }
 
-    /// The per-request check of a bearer token's user: one primary-key read.
-    pub async fn auth_state(&self, user_id: String) -> Result<Option<AuthState>, StoreError> {
-        self.read(move |conn| users::auth_state(conn, &user_id))
+    /// The per-request check of a bearer token's user, with its token
+    /// version: one primary-key read.
+    pub async fn user_for_token(&self, user_id: String) -> Result<Option<(User, i64)>, StoreError> {
+        self.read(move |conn| users::with_token_version(conn, &user_id))
             .await
     }
 

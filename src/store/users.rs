@@ -129,6 +129,19 @@ pub(super) fn auth_state(
     Ok(found)
 }
 
+/// The user and its token version in one primary-key read: what every
+/// authenticated request needs.
+pub(super) fn with_token_version(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<Option<(User, i64)>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS}, token_version FROM users WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([user_id], |row| Ok((user_from_row(row)?, row.get(8)?)))
+        .optional()?)
+}
+
 pub(super) fn by_id(tx: &Connection, user_id: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
     Ok(tx
