@@ -7,7 +7,9 @@ use std::sync::Arc;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use std::sync::mpsc;
+
+use tokio::sync::{OnceCell, Semaphore, oneshot};
 
 use crate::secret::SecretString;
 
@@ -70,9 +72,70 @@ pub struct Verified {
 
 pub struct PasswordHasher {
     params: Params,
-    workers: Arc<Semaphore>,
+    pool: HashPool,
     admission: Arc<Semaphore>,
     dummy_hash: OnceCell<String>,
+}
+
+/// Nice value of the hashing threads: under a login flood they take the CPU
+/// that requests do not need, instead of half of it whatever requests need.
+const HASH_THREAD_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// `workers` dedicated threads, at a lower scheduling priority than the
+/// async runtime (tokio's blocking pool is shared with database calls, so its
+/// threads cannot be reniced and restored: raising priority back needs
+/// CAP_SYS_NICE).
+struct HashPool {
+    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+}
+
+impl HashPool {
+    fn start(workers: usize) -> Self {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        for _ in 0..workers {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name("secure-api-hash".to_owned())
+                .spawn(move || {
+                    if let Err(e) = rustix::process::setpriority_process(
+                        Some(rustix::thread::gettid()),
+                        HASH_THREAD_NICE,
+                    ) {
+                        tracing::warn!(error = %e, "could not lower the hashing thread's priority");
+                    }
+                    loop {
+                        let next = match receiver.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(poisoned) => poisoned.into_inner().recv(),
+                        };
+                        match next {
+                            Ok(job) => job(),
+                            // The hasher is gone: so is the work.
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a hashing thread");
+            }
+        }
+        Self {
+            jobs: std::sync::Mutex::new(sender),
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HashError> {
+        let sender = match self.jobs.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sender
+            .send(job)
+            .map_err(|_| HashError::Failed("the hashing threads are gone".to_owned()))
+    }
 }
 
 impl PasswordHasher {
@@ -81,7 +144,7 @@ impl PasswordHasher {
         let workers = workers.max(1);
         Self {
             params,
-            workers: Arc::new(Semaphore::new(workers)),
+            pool: HashPool::start(workers),
             admission: Arc::new(Semaphore::new(workers + queue)),
             dummy_hash: OnceCell::new(),
         }
@@ -145,19 +208,17 @@ impl PasswordHasher {
         let admitted = Arc::clone(&self.admission)
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
-        let worker = Arc::clone(&self.workers)
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::Busy)?;
+        let (done, result) = oneshot::channel();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            // The permits move into the job: if the client goes away, the
+        self.pool.submit(Box::new(move || {
+            // The permit moves into the job: if the client goes away, the
             // hash still occupies a worker until it ends, and is counted.
-            let _permits = (admitted, worker);
-            span.in_scope(job)
-        })
-        .await
-        .map_err(|e| HashError::Failed(format!("hash task ended abnormally: {e}")))
+            let _admitted = admitted;
+            let _ = done.send(span.in_scope(job));
+        }))?;
+        result
+            .await
+            .map_err(|_| HashError::Failed("hash job ended abnormally".to_owned()))
     }
 }
 
@@ -272,6 +333,35 @@ mod tests {
                 needs_rehash: true
             }
         );
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_run_at_a_lower_priority() {
+        let hasher = PasswordHasher::new(fast(), 2, 0);
+        hasher
+            .hash(&SecretString::new("Correct-Horse-9".to_owned()))
+            .await
+            .unwrap();
+        let mut niced = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() != "secure-api-hash" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // Field 19 (nice) counted after the parenthesised command name.
+            let after_name = stat.rsplit_once(')').unwrap().1;
+            let nice: i32 = after_name
+                .split_whitespace()
+                .nth(16)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(nice, HASH_THREAD_NICE);
+            niced += 1;
+        }
+        assert!(niced >= 2, "found {niced} hashing threads");
     }
 
     #[tokio::test]
