@@ -9,7 +9,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier 
 use argon2::{Algorithm, Argon2, Params, Version};
 use std::sync::mpsc;
 
-use tokio::sync::{OnceCell, Semaphore, oneshot};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::secret::SecretString;
 
@@ -61,6 +61,9 @@ pub enum HashError {
     #[error("password hashing failed: {0}")]
     Failed(String),
 }
+
+/// A place among the hashes running or waiting; released when dropped.
+pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// What a verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,16 +153,38 @@ impl PasswordHasher {
         }
     }
 
+    /// A place in the hashing queue, or `Busy` at once. Taking it before
+    /// other work (a login's database read) makes a refusal cheap.
+    pub fn admit(&self) -> Result<Admission, HashError> {
+        Arc::clone(&self.admission)
+            .try_acquire_owned()
+            .map(Admission)
+            .map_err(|_| HashError::Busy)
+    }
+
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
+        let admission = self.admit()?;
         let password = password.clone();
         let params = self.params.clone();
-        self.run(move || hash_blocking(&params, &password)).await?
+        self.run(admission, move || hash_blocking(&params, &password))
+            .await?
     }
 
     /// Verifies against `stored`, or, when there is no such user, against a
     /// dummy hash made with the same parameters so the answer takes as long.
     pub async fn verify(
         &self,
+        password: &SecretString,
+        stored: Option<String>,
+    ) -> Result<Verified, HashError> {
+        let admission = self.admit()?;
+        self.verify_admitted(admission, password, stored).await
+    }
+
+    /// `verify` with a place taken earlier by `admit`.
+    pub async fn verify_admitted(
+        &self,
+        admission: Admission,
         password: &SecretString,
         stored: Option<String>,
     ) -> Result<Verified, HashError> {
@@ -170,7 +195,9 @@ impl PasswordHasher {
         let password = password.clone();
         let params = self.params.clone();
         let verified = self
-            .run(move || verify_blocking(&params, &password, &stored))
+            .run(admission, move || {
+                verify_blocking(&params, &password, &stored)
+            })
             .await??;
         Ok(Verified {
             matches: verified.matches && real,
@@ -200,14 +227,11 @@ impl PasswordHasher {
             .cloned()
     }
 
-    async fn run<T, F>(&self, job: F) -> Result<T, HashError>
+    async fn run<T, F>(&self, admitted: Admission, job: F) -> Result<T, HashError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let admitted = Arc::clone(&self.admission)
-            .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
         let (done, result) = oneshot::channel();
         let span = tracing::Span::current();
         self.pool.submit(Box::new(move || {

@@ -8,7 +8,8 @@ use crate::server::signals::{reload_signal, shutdown_signal};
 use crate::telemetry;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format, &args.log_level).map_err(|e| anyhow!(e))?;
+    let _flush_logs_on_exit =
+        telemetry::init(args.log_format, &args.log_level).map_err(|e| anyhow!(e))?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = Config::from_args(&args, credentials.as_deref()).map_err(|e| anyhow!(e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -203,10 +203,14 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     };
 
     let state = &ctx.state;
+    // A saturated hasher refuses before any database work: a flood of
+    // logins costs little more than the refusals.
+    let admission = state.hasher.admit()?;
     let credentials = state.store.credentials_by_email(email.clone()).await?;
     let verified = state
         .hasher
-        .verify(
+        .verify_admitted(
+            admission,
             password.secret(),
             credentials.as_ref().map(|c| c.password_hash.clone()),
         )

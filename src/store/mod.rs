@@ -10,12 +10,14 @@ mod settings;
 mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use crate::clock::Clock as _;
 
@@ -145,6 +147,9 @@ pub fn schema_status(path: &Path) -> Result<Option<migrations::Status>, StoreErr
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<SqliteConnectionManager>,
+    /// One permit per pooled connection: requests beyond that wait here, as
+    /// cheap tasks, instead of as blocking threads parked on the pool.
+    slots: Arc<Semaphore>,
 }
 
 impl Store {
@@ -163,14 +168,17 @@ impl Store {
             .min_idle(Some(1))
             .connection_timeout(POOL_TIMEOUT)
             .build(manager)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            slots: Arc::new(Semaphore::new(pool_size.max(1) as usize)),
+        })
     }
 
     /// Ready means a write could start now: a database whose write lock is
     /// held for long cannot log anybody in.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let pool = self.pool.clone();
-        run_blocking(move || {
+        self.run_blocking(move || {
             let conn = pool.get_timeout(READY_TIMEOUT)?;
             conn.busy_timeout(READY_TIMEOUT)?;
             let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
@@ -548,13 +556,31 @@ impl Store {
         .await
     }
 
+    async fn run_blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Task)?;
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            span.in_scope(work)
+        })
+        .await
+        .map_err(|_| StoreError::Task)?
+    }
+
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         let pool = self.pool.clone();
-        run_blocking(move || {
+        self.run_blocking(move || {
             let conn = pool.get()?;
             work(&conn)
         })
@@ -567,7 +593,7 @@ impl Store {
         T: Send + 'static,
     {
         let pool = self.pool.clone();
-        run_blocking(move || {
+        self.run_blocking(move || {
             let mut conn = pool.get()?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = work(&tx)?;
@@ -636,15 +662,4 @@ fn changes(base: &AuditEvent, before: &User, after: &User, actor_id: &str) -> Ve
         );
     }
     events
-}
-
-async fn run_blocking<T, F>(work: F) -> Result<T, StoreError>
-where
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-    T: Send + 'static,
-{
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(work))
-        .await
-        .map_err(|_| StoreError::Task)?
 }
