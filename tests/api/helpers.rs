@@ -253,7 +253,11 @@ fn find_secret_key(value: &serde_json::Value) -> Option<String> {
 /// secret-looking key fails whichever test received it.
 fn checked(response: TestResponse) -> TestResponse {
     if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&response.body) {
-        assert_no_secret_keys(&json);
+        // The OpenAPI document describes request bodies (with their
+        // password fields); it carries no data.
+        if json.get("openapi").is_none() {
+            assert_no_secret_keys(&json);
+        }
     }
     response
 }

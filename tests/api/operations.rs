@@ -391,3 +391,94 @@ async fn upgrading_runs_migrate_on_a_copy_of_the_old_database_then_serves_it() {
     assert_eq!(login.status, 200, "the admin from the old database logs in");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn secrets_come_from_the_systemd_credentials_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    for (name, contents) in [
+        ("tls-cert", generated.cert.pem().into_bytes()),
+        (
+            "tls-key",
+            generated.signing_key.serialize_pem().into_bytes(),
+        ),
+        ("jwt-secret", vec![7u8; 48]),
+    ] {
+        let path = credentials.join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+            .unwrap();
+    }
+    let data = dir.path().join("data");
+    let server = start_server_with_env(
+        &data,
+        &[],
+        &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
+    )
+    .await;
+    // The certificate served is the credential's: a client trusting only it connects.
+    let tls = client_config(&credentials.join("tls-cert"), &[b"http/1.1"]);
+    let health = send_http1(
+        tls_connect(server.addr, Arc::clone(&tls)).await,
+        "GET",
+        "/health",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    // Tokens are signed with the credential's key.
+    let body =
+        json!({"username": "creds", "email": "creds@example.com", "password": STRONG_PASSWORD})
+            .to_string();
+    let headers = [("content-type", "application/json")];
+    let created = send_http1(
+        tls_connect(server.addr, Arc::clone(&tls)).await,
+        "POST",
+        "/api/v1/auth/register",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let body = json!({"email": "creds@example.com", "password": STRONG_PASSWORD}).to_string();
+    let login = send_http1(
+        tls_connect(server.addr, tls).await,
+        "POST",
+        "/api/v1/auth/login",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .await;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["secure-api"]);
+    validation.set_issuer(&["secure-api"]);
+    let verified = jsonwebtoken::decode::<serde_json::Value>(
+        login.access_token(),
+        &jsonwebtoken::DecodingKey::from_secret(&[7u8; 48]),
+        &validation,
+    );
+    assert!(verified.is_ok(), "{verified:?}");
+    let (status, stderr) = server.stop().await;
+    assert!(status.success());
+    assert!(!stderr.contains("generated"), "nothing generated: {stderr}");
+    for file in ["tls-cert.pem", "tls-key.pem", "jwt-secret.key"] {
+        assert!(!data.join(file).exists(), "{file} must not be generated");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_only_when_asked_for() {
+    let hidden = crate::helpers::TestApp::spawn().await;
+    assert_eq!(hidden.get("/api/v1/openapi.json").await.status, 404);
+    let exposed = crate::helpers::TestApp::spawn_with(|c| c.expose_openapi = true).await;
+    let document = exposed.get("/api/v1/openapi.json").await;
+    assert_eq!(document.status, 200);
+    assert_eq!(document.json()["openapi"], "3.1.0");
+    assert_eq!(
+        document.json()["info"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+}

@@ -1,6 +1,8 @@
 //! `backup` while the server writes, and restoring from the copy.
 
 use std::sync::Arc;
+
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::helpers::{
@@ -110,6 +112,17 @@ async fn backup_while_serving_is_consistent_and_restorable() {
     )
     .await;
     assert_eq!(response.status, 400, "the restored copy knows the user");
+    let login = json!({"email": "before@example.com", "password": crate::helpers::STRONG_PASSWORD})
+        .to_string();
+    let logged_in = send_http1(
+        tls_connect(server.addr, config.clone()).await,
+        "POST",
+        "/api/v1/auth/login",
+        &[("content-type", "application/json")],
+        Some(login.as_bytes()),
+    )
+    .await;
+    assert_eq!(logged_in.status, 200, "a user from the backup logs in");
     let ready = send_http1(
         tls_connect(server.addr, config).await,
         "GET",
