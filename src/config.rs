@@ -142,12 +142,19 @@ impl Config {
         if args.max_body_bytes == 0 {
             return Err("--max-body-bytes must be at least 1".to_owned());
         }
-        if args.max_connections == 0 {
-            return Err("--max-connections must be at least 1".to_owned());
+        // Upper bounds keep every derived count (semaphores, buffers) sane.
+        if !(1..=1_000_000).contains(&args.max_connections) {
+            return Err("--max-connections must be between 1 and 1000000".to_owned());
+        }
+        if args.max_body_bytes > 64 * 1024 * 1024 {
+            return Err("--max-body-bytes must be at most 67108864".to_owned());
+        }
+        if args.hash_queue > 100_000 {
+            return Err("--hash-queue must be at most 100000".to_owned());
         }
         let hash_workers = match args.hash_workers {
-            Some(0) => return Err("--hash-workers must be at least 1".to_owned()),
-            Some(n) => n,
+            Some(n) if (1..=1024).contains(&n) => n,
+            Some(_) => return Err("--hash-workers must be between 1 and 1024".to_owned()),
             None => default_hash_workers(),
         };
         let mut config = Self::new(args.data_dir.data_dir.clone());
@@ -331,6 +338,9 @@ mod tests {
         let off = Config::from_args(&serve_args(&["--rate-limit", "off"]), None).unwrap();
         assert!(off.rate_limits.is_none());
         for bad in [
+            vec!["--max-connections", "18446744073709551615"],
+            vec!["--hash-workers", "0"],
+            vec!["--hash-queue", "999999999"],
             vec!["--trusted-proxy", "10.0.0.0/33"],
             vec!["--cors-origin", "*"],
             vec!["--cors-origin", "null"],

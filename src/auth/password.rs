@@ -17,6 +17,8 @@ use crate::secret::SecretString;
 /// `--insecure-fast-hash`.
 pub const OWASP_MIN_MEMORY_KIB: u32 = 19_456;
 pub const OWASP_MIN_TIME_COST: u32 = 2;
+const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+const MAX_TIME_COST: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashParams {
@@ -46,6 +48,16 @@ impl HashParams {
                  use at least {OWASP_MIN_MEMORY_KIB} KiB and time cost {OWASP_MIN_TIME_COST}, \
                  or --insecure-fast-hash for tests",
                 self.memory_kib, self.time_cost
+            ));
+        }
+        // Each running hash allocates memory_kib: a typo must not make the
+        // first login abort the process on allocation failure.
+        if self.memory_kib > MAX_MEMORY_KIB
+            || self.time_cost > MAX_TIME_COST
+            || self.parallelism > 64
+        {
+            return Err(format!(
+                "argon2 parameters too large (at most {MAX_MEMORY_KIB} KiB, time cost {MAX_TIME_COST}, parallelism 64)"
             ));
         }
         Params::new(self.memory_kib, self.time_cost, self.parallelism, None)
@@ -305,6 +317,12 @@ mod tests {
         assert!(weak.validate(false).is_err());
         assert!(weak.validate(true).is_ok());
         assert!(HashParams::default().validate(false).is_ok());
+        let huge = HashParams {
+            memory_kib: u32::MAX,
+            time_cost: 3,
+            parallelism: 4,
+        };
+        assert!(huge.validate(false).unwrap_err().contains("too large"));
     }
 
     #[tokio::test]
