@@ -2,27 +2,97 @@
 //! or human-readable lines. Nothing secret is ever a field: secrets are
 //! newtypes without `Display`.
 
-use tracing_appender::non_blocking::WorkerGuard;
+use std::io::{BufWriter, Stdout, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::cli::LogFormat;
 
-/// Keep the returned guard alive until exit: dropping it flushes the lines
-/// still queued.
-pub fn init(format: LogFormat, level: &str) -> Result<WorkerGuard, String> {
+/// How long a log line may wait in the buffer before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const BUFFER_BYTES: usize = 256 * 1024;
+
+/// Stdout behind a buffer: a line is a copy into memory; the buffer goes out
+/// when full or every `FLUSH_EVERY`, so a busy server makes one write per
+/// batch, not one system call (or one thread wake-up) per line.
+#[derive(Clone)]
+pub struct LogOutput(Arc<Mutex<BufWriter<Stdout>>>);
+
+impl LogOutput {
+    fn lock(&self) -> MutexGuard<'_, BufWriter<Stdout>> {
+        match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Writes out what is buffered (start-up lines, and at exit).
+    pub fn flush(&self) {
+        let _ = self.lock().flush();
+    }
+}
+
+pub struct LineWriter<'a>(MutexGuard<'a, BufWriter<Stdout>>);
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Flushing is the timer's job; a line never forces a write.
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogOutput {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(self.lock())
+    }
+}
+
+/// Flushes the log output when dropped (keep it alive until exit).
+pub struct FlushOnDrop(LogOutput);
+
+impl FlushOnDrop {
+    pub fn output(&self) -> &LogOutput {
+        &self.0
+    }
+}
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
+}
+
+/// Keep the returned guard alive until exit: dropping it writes out what is
+/// still buffered.
+pub fn init(format: LogFormat, level: &str) -> Result<FlushOnDrop, String> {
     let filter =
         EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
-    // Lines are formatted on the request's thread and written by one
-    // background thread in batches: one write per batch instead of one
-    // locked write per line. Never lossy: audit lines must not be dropped,
-    // so a full queue slows the writers down instead.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("secure-api-log")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let writer = LogOutput(Arc::new(Mutex::new(BufWriter::with_capacity(
+        BUFFER_BYTES,
+        std::io::stdout(),
+    ))));
+    let flusher = writer.clone();
+    std::thread::Builder::new()
+        .name("secure-api-log".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(FLUSH_EVERY);
+                flusher.flush();
+            }
+        })
+        .map_err(|e| format!("cannot start the log flusher: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     let installed = match format {
         LogFormat::Json => builder
             .json()
@@ -42,7 +112,7 @@ pub fn init(format: LogFormat, level: &str) -> Result<WorkerGuard, String> {
             .unwrap_or_default();
         tracing::error!(%location, "panic: {}", panic_message(info));
     }));
-    Ok(guard)
+    Ok(FlushOnDrop(writer))
 }
 
 fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {

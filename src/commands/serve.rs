@@ -8,8 +8,7 @@ use crate::server::signals::{reload_signal, shutdown_signal};
 use crate::telemetry;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _flush_logs_on_exit =
-        telemetry::init(args.log_format, &args.log_level).map_err(|e| anyhow!(e))?;
+    let flush_logs = telemetry::init(args.log_format, &args.log_level).map_err(|e| anyhow!(e))?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = Config::from_args(&args, credentials.as_deref()).map_err(|e| anyhow!(e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -43,6 +42,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "listening on https://{}",
             app.local_addr()
         );
+        // Whoever waits for readiness reads this line now, not at the next flush.
+        flush_logs.output().flush();
         // systemd (Type=notify): ready only now that the schema is checked,
         // the keys and certificate are loaded and the listener is bound.
         notify(&[NotifyState::Ready]);
