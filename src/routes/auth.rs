@@ -342,7 +342,7 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             now,
             state.sessions.reuse_grace,
             state.sessions.refresh_lifetime,
-            reuse_event.clone(),
+            reuse_event,
         )
         .await?;
     match rotation {
