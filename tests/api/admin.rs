@@ -4,8 +4,7 @@
 use serde_json::json;
 
 use crate::helpers::{
-    FAST_HASH_ARGS, STRONG_PASSWORD, TestApp, client_config, run_cli, send_http1, start_server,
-    tls_connect,
+    STRONG_PASSWORD, TestApp, client_config, create_admin, send_http1, start_server, tls_connect,
 };
 
 const CONFIG: &str = "/api/v1/admin/config";
@@ -104,17 +103,8 @@ async fn closing_registration_and_tightening_lockout_apply_at_once() {
 async fn stored_settings_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut args = vec![
-        "create-admin",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--username",
-        "ops",
-        "--email",
-        "ops@example.com",
-    ];
-    args.extend_from_slice(&FAST_HASH_ARGS);
-    assert!(run_cli(&args, Some(STRONG_PASSWORD)).await.status.success());
+    let created = create_admin(&data, "ops", "ops@example.com", STRONG_PASSWORD).await;
+    assert!(created.status.success(), "{created:?}");
 
     let server = start_server(&data, &[]).await;
     let tls = client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    FAST_HASH_ARGS, STRONG_PASSWORD, client_config, mode_of, run_cli, serve_args, start_server,
-    tls_connect,
+    FAST_HASH_ARGS, STRONG_PASSWORD, client_config, create_admin, mode_of, run_cli, serve_args,
+    start_server, tls_connect,
 };
 
 fn stderr_of(output: &std::process::Output) -> String {
@@ -176,25 +176,6 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-}
-
-async fn create_admin(
-    data: &std::path::Path,
-    username: &str,
-    email: &str,
-    password: &str,
-) -> std::process::Output {
-    let mut args = vec![
-        "create-admin",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--username",
-        username,
-        "--email",
-        email,
-    ];
-    args.extend_from_slice(&FAST_HASH_ARGS);
-    run_cli(&args, Some(password)).await
 }
 
 #[tokio::test]

@@ -613,3 +613,23 @@ impl TestApp {
         self.request(method, path, &headers, bytes.as_deref()).await
     }
 }
+
+/// `secure-api create-admin` with the password on stdin.
+pub async fn create_admin(
+    data: &std::path::Path,
+    username: &str,
+    email: &str,
+    password: &str,
+) -> std::process::Output {
+    let mut args = vec![
+        "create-admin",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--username",
+        username,
+        "--email",
+        email,
+    ];
+    args.extend_from_slice(&FAST_HASH_ARGS);
+    run_cli(&args, Some(password)).await
+}

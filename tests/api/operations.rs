@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::helpers::{
-    FAST_HASH_ARGS, STRONG_PASSWORD, b64url_decode, bin, client_config, run_cli, send_http1,
+    STRONG_PASSWORD, b64url_decode, bin, client_config, create_admin, run_cli, send_http1,
     start_server, start_server_with_env, tls_connect,
 };
 
@@ -342,17 +342,8 @@ async fn a_sigkill_under_write_load_loses_no_acknowledged_write() {
 async fn upgrading_runs_migrate_on_a_copy_of_the_old_database_then_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("old");
-    let mut args = vec![
-        "create-admin",
-        "--data-dir",
-        old.to_str().unwrap(),
-        "--username",
-        "ops",
-        "--email",
-        "ops@example.com",
-    ];
-    args.extend_from_slice(&FAST_HASH_ARGS);
-    assert!(run_cli(&args, Some(STRONG_PASSWORD)).await.status.success());
+    let created = create_admin(&old, "ops", "ops@example.com", STRONG_PASSWORD).await;
+    assert!(created.status.success(), "{created:?}");
 
     // The documented path: back up, migrate the copy, serve it.
     let copy = dir.path().join("new");
