@@ -16,7 +16,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cli::LogFormat;
 
-
 /// How long a log line may wait in the buffer before it is written.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A buffer this full is written out by the thread that filled it.
@@ -139,7 +138,9 @@ pub fn init(format: LogFormat, level: &str) -> Result<FlushOnDrop, String> {
         .map_err(|e| format!("cannot start the log flusher: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
-        LogFormat::Json => registry.with(json::JsonLines::new(output.clone())).try_init(),
+        LogFormat::Json => registry
+            .with(json::JsonLines::new(output.clone()))
+            .try_init(),
         LogFormat::Console => registry
             .with(
                 tracing_subscriber::fmt::layer()
