@@ -91,8 +91,9 @@ impl Application {
 
         let db_path = config.db_path();
         let pool_size = config.db_pool_size;
+        let user_cache_entries = config.user_cache_entries;
         let (store, stored_settings) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&db_path, pool_size)?;
+            let store = Store::open(&db_path, pool_size, user_cache_entries)?;
             let stored = store.settings_blocking()?;
             Ok::<_, crate::store::StoreError>((store, stored))
         })

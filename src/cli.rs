@@ -119,6 +119,16 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub hash_queue: usize,
+    /// Users whose state (active flag, token version, profile) each runtime
+    /// thread keeps in memory; any write to the database clears it. 0 turns
+    /// it off
+    #[arg(
+        long,
+        env = "SECURE_API_USER_CACHE_ENTRIES",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
+    pub user_cache_entries: usize,
     /// Largest accepted request body in bytes
     #[arg(
         long,

@@ -55,6 +55,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub server: ServerLimits,
     pub db_pool_size: u32,
+    /// Users whose state each runtime thread keeps in memory; 0 turns it off.
+    pub user_cache_entries: usize,
     pub access_token_ttl: time::Duration,
     pub refresh_lifetime: time::Duration,
     pub refresh_reuse_grace: time::Duration,
@@ -86,6 +88,7 @@ impl Config {
             max_body_bytes: 16_384,
             server: ServerLimits::default(),
             db_pool_size: 8,
+            user_cache_entries: 4096,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             rate_limits: Some(default_rate_limits()),
@@ -152,6 +155,9 @@ impl Config {
         if args.hash_queue > 100_000 {
             return Err("--hash-queue must be at most 100000".to_owned());
         }
+        if args.user_cache_entries > 1_000_000 {
+            return Err("--user-cache-entries must be at most 1000000".to_owned());
+        }
         let hash_workers = match args.hash_workers {
             Some(n) if (1..=1024).contains(&n) => n,
             Some(_) => return Err("--hash-workers must be between 1 and 1024".to_owned()),
@@ -165,6 +171,7 @@ impl Config {
         config.allow_weak_hash = args.hash.insecure_fast_hash;
         config.hash_workers = hash_workers;
         config.hash_queue = args.hash_queue;
+        config.user_cache_entries = args.user_cache_entries;
         config.max_body_bytes = args.max_body_bytes;
         config.server.max_connections = args.max_connections;
         config.cors_origins = args

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod migrations;
 pub mod sessions;
 mod settings;
+mod user_cache;
 mod users;
 
 use std::cell::RefCell;
@@ -33,6 +34,7 @@ use crate::files;
 use audit::AuditRecord;
 use migrations::Plan;
 use sessions::{NewSession, Rotation};
+use user_cache::UserCache;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "secure-api.db";
@@ -156,12 +158,20 @@ pub struct Store {
     /// Per runtime thread, a read-only connection that never waits for a
     /// lock (busy timeout 0), for the one read on every authenticated request.
     fast_readers: Arc<ThreadLocal<RefCell<Connection>>>,
+    user_cache: Arc<UserCache>,
 }
 
 impl Store {
     /// Opens (creating and initializing a new file) the database for serving;
     /// a database that needs migrating is refused with the command to run.
-    pub fn open(path: &Path, pool_size: u32) -> Result<Self, StoreError> {
+    ///
+    /// `user_cache_entries` bounds the user-state cache per runtime thread
+    /// (0 turns it off; see `user_cache`).
+    pub fn open(
+        path: &Path,
+        pool_size: u32,
+        user_cache_entries: usize,
+    ) -> Result<Self, StoreError> {
         {
             let mut conn = open_admin_connection(path, true)?;
             Plan::CURRENT.ensure_ready(&mut conn)?;
@@ -177,11 +187,18 @@ impl Store {
             // connection shows up as the query's own error anyway.
             .test_on_check_out(false)
             .build(manager)?;
+        let user_cache = Arc::new(UserCache::new(user_cache_entries));
+        if user_cache.enabled() {
+            user_cache::watch_other_writers(&user_cache, path).map_err(|e| {
+                StoreError::Schema(format!("cannot start the database watcher: {e}"))
+            })?;
+        }
         Ok(Self {
             pool,
             slots: Arc::new(Semaphore::new(pool_size.max(1) as usize)),
             path: Arc::new(path.to_owned()),
             fast_readers: Arc::new(ThreadLocal::new()),
+            user_cache,
         })
     }
 
@@ -232,22 +249,32 @@ impl Store {
     }
 
     /// The per-request check of a bearer token's user, with its token
-    /// version: one primary-key read.
+    /// version: from the user cache when it is current (see `user_cache`),
+    /// else one primary-key read.
     ///
-    /// It runs on the calling runtime thread, on that thread's own read-only
-    /// connection with a busy timeout of 0: a point read from SQLite's cache
-    /// takes microseconds, while handing it to the blocking pool costs two
-    /// thread switches. When the read would have to wait (SQLITE_BUSY) it is
-    /// retried on the blocking pool, so the runtime never waits for a lock.
+    /// The read runs on the calling runtime thread, on that thread's own
+    /// read-only connection with a busy timeout of 0: a point read from
+    /// SQLite's cache takes microseconds, while handing it to the blocking pool
+    /// costs two thread switches. When the read would have to wait
+    /// (SQLITE_BUSY) it is retried on the blocking pool, so the runtime never
+    /// waits for a lock.
     pub async fn user_for_token(&self, user_id: String) -> Result<Option<(User, i64)>, StoreError> {
-        match self.fast_read(|conn| users::with_token_version(conn, &user_id)) {
-            Ok(found) => Ok(found),
+        if let Some(cached) = self.user_cache.get(&user_id) {
+            return Ok(Some(cached));
+        }
+        let read_at = self.user_cache.generation();
+        let found = match self.fast_read(|conn| users::with_token_version(conn, &user_id)) {
             Err(StoreError::Busy) => {
-                self.read(move |conn| users::with_token_version(conn, &user_id))
+                let id = user_id.clone();
+                self.read(move |conn| users::with_token_version(conn, &id))
                     .await
             }
-            Err(other) => Err(other),
+            other => other,
+        }?;
+        if let Some(state) = &found {
+            self.user_cache.put(read_at, &user_id, state);
         }
+        Ok(found)
     }
 
     fn fast_read<T>(
@@ -634,12 +661,19 @@ impl Store {
         T: Send + 'static,
     {
         let pool = self.pool.clone();
+        let user_cache = Arc::clone(&self.user_cache);
         self.run_blocking(move || {
             let mut conn = pool.get()?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = work(&tx)?;
-            tx.commit()?;
-            Ok(value)
+            let result = (|| -> Result<T, StoreError> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = work(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            // After the transaction has ended, whatever its outcome: a reader
+            // that saw the old generation must not keep what it read.
+            user_cache.invalidate();
+            result
         })
         .await
     }

@@ -465,30 +465,117 @@ async fn logout_all_ends_every_session_and_every_access_token() {
 }
 
 #[tokio::test]
-async fn deactivation_and_deletion_stop_live_access_tokens_at_once() {
+async fn changes_through_the_api_reach_live_access_tokens_at_once() {
     let app = TestApp::spawn().await;
-    let token = app.signed_in("leo").await.access_token();
-    assert_eq!(app.get_with_token(ME, &token).await.status, 200);
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.execute_batch("UPDATE users SET is_active = 0")
-        .unwrap();
-    assert_eq!(app.get_with_token(ME, &token).await.status, 401);
-    conn.execute_batch("UPDATE users SET is_active = 1")
-        .unwrap();
-    assert_eq!(app.get_with_token(ME, &token).await.status, 200);
-    conn.execute_batch("UPDATE users SET token_version = token_version + 1")
-        .unwrap();
+    let admin = app.account("ada", "admin").await;
+    let leo = app.account("leo", "user").await;
+    let leo_path = format!("/api/v1/users/{}", leo.id);
+    let patch = |body: serde_json::Value| {
+        let path = leo_path.clone();
+        let token = admin.token.clone();
+        let app = &app;
+        async move {
+            app.call("PATCH", &path, Some(&token), Some(&body))
+                .await
+                .status
+        }
+    };
+    // Read twice so the user's state is certainly in the server's cache.
+    for _ in 0..2 {
+        assert_eq!(app.get_with_token(ME, &leo.token).await.status, 200);
+    }
+
+    assert_eq!(patch(json!({"is_active": false})).await, 200);
     assert_eq!(
-        app.get_with_token(ME, &token).await.status,
+        app.get_with_token(ME, &leo.token).await.status,
         401,
-        "version bump"
+        "deactivated"
+    );
+    assert_eq!(patch(json!({"is_active": true})).await, 200);
+    assert_eq!(
+        app.get_with_token(ME, &leo.token).await.status,
+        401,
+        "deactivation ended the token for good"
     );
     let token = app
         .login("leo@example.com", STRONG_PASSWORD)
         .await
         .access_token();
-    conn.execute_batch("DELETE FROM users").unwrap();
+    assert_eq!(app.get_with_token(ME, &token).await.status, 200);
+
+    let renamed = app
+        .call(
+            "PUT",
+            ME,
+            Some(&token),
+            Some(&json!({"full_name": "Leo Renamed"})),
+        )
+        .await;
+    assert_eq!(renamed.status, 200);
+    let me = app.get_with_token(ME, &token).await;
+    assert_eq!(me.json()["full_name"], "Leo Renamed", "no stale profile");
+
+    assert_eq!(patch(json!({"role": "moderator"})).await, 200);
+    assert_eq!(
+        app.get_with_token(ME, &token).await.status,
+        401,
+        "role changed"
+    );
+
+    let token = app
+        .login("leo@example.com", STRONG_PASSWORD)
+        .await
+        .access_token();
+    assert_eq!(
+        app.get_with_token(ME, &token).await.json()["role"],
+        "moderator"
+    );
+    let deleted = app
+        .call("DELETE", &leo_path, Some(&admin.token), None)
+        .await;
+    assert!(deleted.status / 100 == 2, "{:?}", deleted.body);
     assert_eq!(app.get_with_token(ME, &token).await.status, 401, "deleted");
+}
+
+/// Edits made to the database file by another process (an operator with
+/// `sqlite3`) are noticed by the server's watcher within a moment.
+#[tokio::test]
+async fn changes_made_by_another_process_reach_live_access_tokens_promptly() {
+    let app = TestApp::spawn().await;
+    let token = app.signed_in("leo").await.access_token();
+    assert_eq!(app.get_with_token(ME, &token).await.status, 200);
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let becomes = |expected: u16, token: String| {
+        let app = &app;
+        async move {
+            // A bound on waiting, not a speed requirement: the watcher looks
+            // every 100 ms.
+            for _ in 0..250 {
+                if app.get_with_token(ME, &token).await.status == expected {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+
+    conn.execute_batch("UPDATE users SET is_active = 0")
+        .unwrap();
+    assert!(becomes(401, token.clone()).await, "deactivated");
+    conn.execute_batch("UPDATE users SET is_active = 1")
+        .unwrap();
+    assert!(becomes(200, token.clone()).await, "active again");
+    conn.execute_batch("UPDATE users SET token_version = token_version + 1")
+        .unwrap();
+    assert!(becomes(401, token.clone()).await, "version bump");
+    let token = app
+        .login("leo@example.com", STRONG_PASSWORD)
+        .await
+        .access_token();
+    assert_eq!(app.get_with_token(ME, &token).await.status, 200);
+    conn.execute_batch("DELETE FROM users").unwrap();
+    assert!(becomes(401, token).await, "deleted");
 }
 
 #[tokio::test]
