@@ -245,12 +245,12 @@ impl PasswordHasher {
         T: Send + 'static,
     {
         let (done, result) = oneshot::channel();
-        let span = tracing::Span::current();
+        let request = crate::telemetry::context::current();
         self.pool.submit(Box::new(move || {
             // The permit moves into the job: if the client goes away, the
             // hash still occupies a worker until it ends, and is counted.
             let _admitted = admitted;
-            let _ = done.send(span.in_scope(job));
+            let _ = done.send(crate::telemetry::context::run_within(request, job));
         }))?;
         result
             .await

@@ -11,7 +11,6 @@ use futures_util::FutureExt;
 use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use tracing::Instrument;
 
 use super::authenticate::{Principal, authenticate};
 use super::client_ip::ClientIpResolver;
@@ -24,6 +23,7 @@ use super::router::{Access, Ctx, Match, Router};
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::rbac;
 use crate::state::AppState;
+use crate::telemetry::{self, context::RequestContext};
 
 /// The connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -106,36 +106,44 @@ impl HttpApp {
     }
 
     pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
-        let started = Instant::now();
         let request_id: Arc<str> = incoming_request_id(req.headers())
             .map(Arc::from)
             .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()));
+        let client_ip = self.edge.client_ip.resolve(conn.peer.ip(), req.headers());
+        let context = RequestContext::new(Arc::clone(&request_id), client_ip);
+        telemetry::context::within(
+            context,
+            self.handle_in_context(conn, request_id, client_ip, req),
+        )
+        .await
+    }
+
+    async fn handle_in_context(
+        &self,
+        conn: ConnInfo,
+        request_id: Arc<str>,
+        client_ip: IpAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let started = Instant::now();
         let method = req.method().clone();
         let is_api = req.uri().path().starts_with("/api/");
         let user_agent = logged_user_agent(req.headers());
-        let client_ip = self.edge.client_ip.resolve(conn.peer.ip(), req.headers());
         let origin = Cors::origin_of(req.headers());
-        let span = tracing::info_span!(
-            "request",
-            request_id = %request_id,
-            client_ip = %client_ip,
-            user_id = tracing::field::Empty,
-        );
 
         // A preflight carries its own (possibly withheld) grant; only actual
         // requests get the grant added here.
         let (route, mut response) = if Cors::is_preflight(req.method(), req.headers()) {
             self.preflight(&req, &request_id)
         } else {
-            let (route, mut response) = self
-                .dispatch(client_ip, Arc::clone(&request_id), req)
-                .instrument(span.clone())
-                .await;
+            let (route, mut response) =
+                self.dispatch(client_ip, Arc::clone(&request_id), req).await;
             self.edge.cors.apply(origin.as_ref(), &mut response);
             (route, response)
         };
 
         let headers = response.headers_mut();
+        headers.reserve(SECURITY_HEADERS.len() + 3);
         for (name, value) in SECURITY_HEADERS {
             headers.insert(name, value);
         }
@@ -149,16 +157,14 @@ impl HttpApp {
             headers.insert(X_REQUEST_ID, value);
         }
 
-        span.in_scope(|| {
-            tracing::info!(
-                method = %method,
-                route,
-                status = response.status().as_u16(),
-                duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                user_agent = user_agent.as_deref().unwrap_or("-"),
-                "request"
-            );
-        });
+        tracing::info!(
+            method = method.as_str(),
+            route,
+            status = response.status().as_u16(),
+            duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            user_agent = user_agent.as_deref().unwrap_or("-"),
+            "request"
+        );
         response
     }
 
@@ -295,7 +301,7 @@ impl HttpApp {
             Access::Permission(permission) => Some(permission),
         };
         let principal = authenticate(&self.state, req.headers()).await?;
-        tracing::Span::current().record("user_id", principal.user_id.as_str());
+        telemetry::context::set_user(principal.user_id.as_str());
         if let Some(permission) = required
             && !rbac::allows(principal.role, permission)
         {

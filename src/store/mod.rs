@@ -633,10 +633,10 @@ impl Store {
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Task)?;
-        let span = tracing::Span::current();
+        let request = crate::telemetry::context::current();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            span.in_scope(work)
+            crate::telemetry::context::run_within(request, work)
         })
         .await
         .map_err(|_| StoreError::Task)?

@@ -2,7 +2,8 @@
 //! or human-readable lines. Nothing secret is ever a field: secrets are
 //! newtypes without `Display`.
 
-mod json;
+pub mod context;
+mod lines;
 
 use std::io::Write;
 use std::str::FromStr;
@@ -10,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -79,29 +79,6 @@ impl LogOutput {
     }
 }
 
-/// What tracing-subscriber's console formatter writes through.
-pub struct LineWriter<'a>(&'a LogOutput);
-
-impl Write for LineWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.append(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        // Flushing is the timer's job; a line never forces a write.
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for LogOutput {
-    type Writer = LineWriter<'a>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LineWriter(self)
-    }
-}
-
 /// Flushes the log output when dropped (keep it alive until exit).
 pub struct FlushOnDrop(LogOutput);
 
@@ -136,19 +113,10 @@ pub fn init(format: LogFormat, level: &str) -> Result<FlushOnDrop, String> {
             }
         })
         .map_err(|e| format!("cannot start the log flusher: {e}"))?;
-    let registry = tracing_subscriber::registry().with(filter);
-    let installed = match format {
-        LogFormat::Json => registry
-            .with(json::JsonLines::new(output.clone()))
-            .try_init(),
-        LogFormat::Console => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .compact()
-                    .with_writer(output.clone()),
-            )
-            .try_init(),
-    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines::LogLines::new(output.clone(), format))
+        .try_init();
     installed.map_err(|e| format!("cannot install the logger: {e}"))?;
     // A panic is reported through the log (with the request id of its span),
     // not as a bare line on stderr.

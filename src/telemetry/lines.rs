@@ -1,88 +1,47 @@
-//! The JSON log format: one object per line, written by hand.
+//! Log lines, written by hand: JSON (one object per line) or console text.
 //!
-//! tracing-subscriber's JSON formatter serializes every span's fields into a
-//! string when the span opens and parses that string back for every event in
-//! it; with a span per request that cost more than the whole HTTP exchange
-//! (measured with callgrind: about a third of a `/users/me` request). This
-//! layer keeps each span's fields as ready-made JSON fragments and writes a
-//! line with one pass over the event, in the same shape as before:
-//! `{"timestamp","level","message",<fields>,"target","span":{<fields>,"name"}}`.
+//! tracing-subscriber's JSON formatter serialized each span's fields into a
+//! string when the span opened and parsed that string back for every event;
+//! with a span per request that cost more than the HTTP exchange itself
+//! (callgrind: about a third of a `/users/me` request). This layer writes a
+//! line in one pass over the event and the current request context, in the
+//! same JSON shape as before:
+//! `{"timestamp","level","message",<fields>,"target","span":{"request_id","client_ip","user_id","name"}}`.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
 
 use super::LogOutput;
+use super::context::{self, RequestContext};
+use crate::cli::LogFormat;
 
 /// Lines longer than this keep their buffer's memory for the next line only
 /// up to this size.
 const KEPT_LINE_CAPACITY: usize = 4096;
 
-pub struct JsonLines {
+pub struct LogLines {
     output: LogOutput,
+    format: LogFormat,
 }
 
-impl JsonLines {
-    pub fn new(output: LogOutput) -> Self {
-        Self { output }
-    }
-}
-
-/// A span's fields, each as `"name":value` ready to be copied into a line.
-#[derive(Default)]
-struct SpanFields(Vec<(&'static str, String)>);
-
-impl SpanFields {
-    fn set(&mut self, name: &'static str, json_value: String) {
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, value)) => *value = json_value,
-            None => self.0.push((name, json_value)),
-        }
+impl LogLines {
+    pub fn new(output: LogOutput, format: LogFormat) -> Self {
+        Self { output, format }
     }
 }
 
-/// Collects fields as JSON values for a span.
-struct SpanVisitor<'a>(&'a mut SpanFields);
-
-impl Visit for SpanVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let mut json = String::with_capacity(value.len() + 2);
-        push_json_str(&mut json, value);
-        self.0.set(field.name(), json);
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.set(field.name(), value.to_string());
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.set(field.name(), value.to_string());
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.set(field.name(), value.to_string());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut json = String::new();
-        push_json_debug(&mut json, value);
-        self.0.set(field.name(), json);
-    }
-}
-
-/// Writes an event's fields straight into the line; the message first.
-struct EventVisitor<'a> {
+/// Writes an event's fields straight into a JSON line.
+struct JsonFields<'a> {
     line: &'a mut String,
 }
 
-impl EventVisitor<'_> {
+impl JsonFields<'_> {
     fn key(&mut self, field: &Field) {
         self.line.push(',');
         push_json_str(self.line, field.name());
@@ -90,7 +49,7 @@ impl EventVisitor<'_> {
     }
 }
 
-impl Visit for EventVisitor<'_> {
+impl Visit for JsonFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.key(field);
         push_json_str(self.line, value);
@@ -126,28 +85,75 @@ impl Visit for EventVisitor<'_> {
     }
 }
 
-impl<S> Layer<S> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            let mut fields = SpanFields::default();
-            attrs.record(&mut SpanVisitor(&mut fields));
-            span.extensions_mut().insert(fields);
-        }
+/// Writes an event's fields as console text: the message, then `name=value`.
+struct ConsoleFields<'a> {
+    line: &'a mut String,
+}
+
+impl Visit for ConsoleFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_debug(field, &format_args!("{value}"));
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            let mut extensions = span.extensions_mut();
-            if let Some(fields) = extensions.get_mut::<SpanFields>() {
-                values.record(&mut SpanVisitor(fields));
-            }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.line, " {value:?}");
+        } else {
+            let _ = write!(self.line, " {}={value:?}", field.name());
         }
     }
+}
 
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+fn json_line(line: &mut String, event: &Event<'_>) {
+    let metadata = event.metadata();
+    line.push_str("{\"timestamp\":\"");
+    push_timestamp(line, SystemTime::now());
+    line.push_str("\",\"level\":\"");
+    line.push_str(metadata.level().as_str());
+    line.push('"');
+    event.record(&mut JsonFields { line: &mut *line });
+    line.push_str(",\"target\":");
+    push_json_str(line, metadata.target());
+    context::with_current(|request| json_request(line, request));
+    line.push_str("}\n");
+}
+
+/// The request as the `span` object the JSON lines have always had.
+fn json_request(line: &mut String, request: &RequestContext) {
+    line.push_str(",\"span\":{\"request_id\":");
+    push_json_str(line, &request.request_id);
+    let _ = write!(line, ",\"client_ip\":\"{}\"", request.client_ip);
+    if let Some(user_id) = request.user_id() {
+        line.push_str(",\"user_id\":");
+        push_json_str(line, user_id);
+    }
+    line.push_str(",\"name\":\"request\"}");
+}
+
+fn console_line(line: &mut String, event: &Event<'_>) {
+    let metadata = event.metadata();
+    push_timestamp(line, SystemTime::now());
+    let _ = write!(line, " {:>5} {}:", metadata.level(), metadata.target());
+    event.record(&mut ConsoleFields { line: &mut *line });
+    context::with_current(|request| {
+        let _ = write!(
+            line,
+            " request_id={} client_ip={}",
+            request.request_id, request.client_ip
+        );
+        if let Some(user_id) = request.user_id() {
+            let _ = write!(line, " user_id={user_id}");
+        }
+    });
+    // One event, one line, whatever the message held.
+    let text = line.replace(['\n', '\r'], " ");
+    line.clear();
+    line.push_str(&text);
+    line.push('\n');
+}
+
+impl<S: Subscriber> Layer<S> for LogLines {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         thread_local! {
             static LINE: RefCell<String> = const { RefCell::new(String::new()) };
         }
@@ -161,30 +167,10 @@ where
                 Err(_) => &mut fresh,
             };
             line.clear();
-            let metadata = event.metadata();
-            line.push_str("{\"timestamp\":\"");
-            push_timestamp(line, SystemTime::now());
-            line.push_str("\",\"level\":\"");
-            line.push_str(metadata.level().as_str());
-            line.push('"');
-            event.record(&mut EventVisitor { line: &mut *line });
-            line.push_str(",\"target\":");
-            push_json_str(line, metadata.target());
-            if let Some(span) = ctx.event_span(event) {
-                line.push_str(",\"span\":{");
-                if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    for (name, value) in &fields.0 {
-                        push_json_str(line, name);
-                        line.push(':');
-                        line.push_str(value);
-                        line.push(',');
-                    }
-                }
-                line.push_str("\"name\":");
-                push_json_str(line, span.name());
-                line.push('}');
+            match self.format {
+                LogFormat::Json => json_line(line, event),
+                LogFormat::Console => console_line(line, event),
             }
-            line.push_str("}\n");
             self.output.append(line.as_bytes());
             if line.capacity() > KEPT_LINE_CAPACITY {
                 line.clear();
@@ -202,22 +188,26 @@ fn push_json_str(out: &mut String, value: &str) {
 }
 
 fn push_escaped(out: &mut String, value: &str) {
+    let needs_escape = |byte: u8| byte < 0x20 || byte == b'"' || byte == b'\\' || byte == 0x7f;
+    if !value.bytes().any(needs_escape) {
+        out.push_str(value);
+        return;
+    }
     let mut plain_from = 0;
     for (at, byte) in value.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f | 0x7f => "",
-            _ => continue,
-        };
+        if !needs_escape(byte) {
+            continue;
+        }
         out.push_str(value.get(plain_from..at).unwrap_or_default());
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escape);
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{byte:04x}");
+            }
         }
         plain_from = at + 1;
     }
