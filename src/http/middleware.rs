@@ -111,11 +111,10 @@ impl HttpApp {
             .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()));
         let client_ip = self.edge.client_ip.resolve(conn.peer.ip(), req.headers());
         let context = RequestContext::new(Arc::clone(&request_id), client_ip);
-        telemetry::context::within(
-            context,
-            self.handle_in_context(conn, request_id, client_ip, req),
-        )
-        .await
+        // Boxed once here, the request's future (a few KiB) is not copied
+        // again each time a layer above moves it.
+        let handling = Box::pin(self.handle_in_context(conn, request_id, client_ip, req));
+        telemetry::context::within(context, handling).await
     }
 
     async fn handle_in_context(
@@ -198,7 +197,8 @@ impl HttpApp {
                     retry_after_secs,
                 }) => {
                     if limits.should_audit(client_ip) {
-                        self.audit_rate_limited(client_ip, &request_id, req.uri().path())
+                        // Boxed: a rare branch should not grow every request's future.
+                        Box::pin(self.audit_rate_limited(client_ip, &request_id, req.uri().path()))
                             .await;
                     }
                     let mut response =
@@ -318,7 +318,7 @@ impl HttpApp {
             };
             event.log();
             let now = self.state.clock.now();
-            if let Err(e) = self.state.store.record_audit(event, now).await {
+            if let Err(e) = Box::pin(self.state.store.record_audit(event, now)).await {
                 tracing::error!(error = %e, "could not store an audit event");
             }
             return Err(ApiError::Forbidden {

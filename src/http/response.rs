@@ -1,6 +1,6 @@
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
@@ -19,9 +19,15 @@ pub fn json<T: Serialize>(
     Ok(with_body(status, APPLICATION_JSON, body.into()))
 }
 
+/// Room for the content type, the security headers the middleware adds to
+/// every response, the request id and a few more, so none of them makes the
+/// map grow.
+const EXPECTED_HEADERS: usize = 16;
+
 pub fn with_body(status: StatusCode, content_type: HeaderValue, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
+    *response.headers_mut() = HeaderMap::with_capacity(EXPECTED_HEADERS);
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response
 }

@@ -266,8 +266,7 @@ impl Store {
         let found = match self.fast_read(|conn| users::with_token_version(conn, &user_id)) {
             Err(StoreError::Busy) => {
                 let id = user_id.clone();
-                self.read(move |conn| users::with_token_version(conn, &id))
-                    .await
+                Box::pin(self.read(move |conn| users::with_token_version(conn, &id))).await
             }
             other => other,
         }?;

@@ -43,9 +43,15 @@ struct JsonFields<'a> {
 
 impl JsonFields<'_> {
     fn key(&mut self, field: &Field) {
-        self.line.push(',');
-        push_json_str(self.line, field.name());
-        self.line.push(':');
+        // Field names are Rust identifiers: nothing in them needs escaping.
+        self.line.push_str(",\"");
+        self.line.push_str(field.name());
+        self.line.push_str("\":");
+    }
+
+    fn integer(&mut self, field: &Field, value: impl itoa::Integer) {
+        self.key(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 }
 
@@ -56,18 +62,16 @@ impl Visit for JsonFields<'_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.integer(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.integer(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(if value { "true" } else { "false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -122,7 +126,9 @@ fn json_line(line: &mut String, event: &Event<'_>) {
 fn json_request(line: &mut String, request: &RequestContext) {
     line.push_str(",\"span\":{\"request_id\":");
     push_json_str(line, &request.request_id);
-    let _ = write!(line, ",\"client_ip\":\"{}\"", request.client_ip);
+    line.push_str(",\"client_ip\":\"");
+    push_ip(line, request.client_ip);
+    line.push('"');
     if let Some(user_id) = request.user_id() {
         line.push_str(",\"user_id\":");
         push_json_str(line, user_id);
@@ -189,7 +195,14 @@ fn push_json_str(out: &mut String, value: &str) {
 
 fn push_escaped(out: &mut String, value: &str) {
     let needs_escape = |byte: u8| byte < 0x20 || byte == b'"' || byte == b'\\' || byte == 0x7f;
-    if !value.bytes().any(needs_escape) {
+    // Most values need no escaping; checking 16 bytes at a time without an
+    // early exit lets the compiler use vector instructions.
+    let plain = value.as_bytes().chunks(16).all(|chunk| {
+        !chunk
+            .iter()
+            .fold(false, |any, &byte| any | needs_escape(byte))
+    });
+    if plain {
         out.push_str(value);
         return;
     }
@@ -247,7 +260,34 @@ fn push_timestamp(out: &mut String, now: SystemTime) {
         }
         out.push_str(&cached.1);
     });
-    let _ = write!(out, ".{:06}Z", since_epoch.subsec_micros());
+    let micros = since_epoch.subsec_micros();
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(micros);
+    out.push('.');
+    for _ in digits.len()..6 {
+        out.push('0');
+    }
+    out.push_str(digits);
+    out.push('Z');
+}
+
+/// An address as `Display` writes it; IPv4 (the common case) without the
+/// formatting machinery.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn format_second(secs: u64) -> String {
@@ -301,6 +341,23 @@ mod tests {
     }
 
     #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.20.3",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
         let at = UNIX_EPOCH + std::time::Duration::from_micros(1_795_000_000_123_456);
         let mut out = String::new();
@@ -315,5 +372,11 @@ mod tests {
         let mut again = String::new();
         push_timestamp(&mut again, at + std::time::Duration::from_micros(1));
         assert!(again.ends_with(".123457Z"), "{again}");
+        let mut padded = String::new();
+        push_timestamp(
+            &mut padded,
+            UNIX_EPOCH + std::time::Duration::from_micros(42),
+        );
+        assert_eq!(padded, "1970-01-01T00:00:00.000042Z");
     }
 }
