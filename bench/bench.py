@@ -741,6 +741,21 @@ def main():
                 r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
                 raw["b_me"][name].append(r)
 
+        # ---- 4b'. the same with the user cache off (every request reads SQLite), for information
+        sa_nc = start_sa("nocache", tmp, data, free_port(),
+                         ["--rate-limit", "off", "--user-cache-entries", "0"])
+        servers.append(sa_nc)
+        raw["b_me_nocache"] = {"secure_api": [], "limit": []}
+        for rnd in range(args.rounds):
+            for name, srv, path in (("secure_api", sa_nc, "/api/v1/users/me"), ("limit", lim, "/")):
+                log(f"b': GET {path} round {rnd + 1} on {name} (user cache off)")
+                r = measured([srv.pid], lambda: run_wrk(srv.port, path, me, D, C, T))
+                r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
+                raw["b_me_nocache"][name].append(r)
+        sa_nc.stop()
+        servers.remove(sa_nc)
+        results["logs"]["nocache (b')"] = analyze_log(sa_nc.out_path)
+
         # ---- 4c. logins/s against the Argon2 bound
         log("c: timing one Argon2 hash (hash_timing example)")
         ht = subprocess.run([HASH_BIN, str(defaults["memory_kib"]), str(defaults["time_cost"]),
@@ -978,7 +993,16 @@ def compute(res, cores, workers, defaults):
                  p50s / 1000, p50l / 1000, ratio(p50s, p50l), unit="ms", ref_label="limit server"))
     F.append(fig("b.p99", "GET /api/v1/users/me latency p99", p99s / 1000, p99l / 1000,
                  ratio(p99s, p99l), unit="ms", ref_label="limit server"))
+    b0 = raw["b_me_nocache"]
+    s0, l0 = best(b0["secure_api"], "rps"), best(b0["limit"], "rps")
+    F.append(fig("b0.rps", "users/me req/s with --user-cache-entries 0 (SQLite read per request)",
+                 s0, l0, ratio(s0, l0), unit="req/s", ref_label="limit server"))
+    s0c = best(b0["secure_api"], "cpu_us_per_req", min)
+    l0c = best(b0["limit"], "cpu_us_per_req", min)
+    F.append(fig("b0.cpu", "users/me server CPU µs/request with --user-cache-entries 0", s0c, l0c,
+                 ratio(s0c, l0c), unit="µs", ref_label="limit server"))
     b_non2xx = sum(r["errors"]["status"] for r in b["secure_api"])
+    b_non2xx += sum(r["errors"]["status"] for r in b0["secure_api"])
     c = raw["c_login"]
     F.append(fig("c.login", f"POST /auth/login logins/s at concurrency {2 * cores} "
                  f"vs Argon2 bound = {cores} cores / {c['hash_ms']} ms",

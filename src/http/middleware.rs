@@ -108,7 +108,10 @@ impl HttpApp {
     pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
         let request_id: Arc<str> = incoming_request_id(req.headers())
             .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()));
+            .unwrap_or_else(|| {
+                let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+                Arc::from(&*uuid::Uuid::new_v4().simple().encode_lower(&mut text))
+            });
         let client_ip = self.edge.client_ip.resolve(conn.peer.ip(), req.headers());
         let context = RequestContext::new(Arc::clone(&request_id), client_ip);
         // Boxed once here, the request's future (a few KiB) is not copied
