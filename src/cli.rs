@@ -248,7 +248,7 @@ pub struct ServeArgs {
         default_value = "json"
     )]
     pub log_format: LogFormat,
-    /// Log level or filter (error, warn, info, debug, trace)
+    /// Log level (error, warn, info, debug, trace), or per-target levels such as `warn,secure_api=info`
     #[arg(
         long,
         env = "SECURE_API_LOG_LEVEL",

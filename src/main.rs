@@ -6,9 +6,6 @@ use clap::Parser;
 use secure_api::cli::{Cli, Command};
 use secure_api::commands::{self, NegativeOutcome};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // clap exits 2 on usage errors and 0 for --help/--version.
     let cli = Cli::parse();
