@@ -713,45 +713,36 @@ def main():
             raise RuntimeError(f"/users/me answered {st}: {body}")
 
         plain = make_lua(tmp, "plain")
+        def ab_rounds(key, label, targets, load):
+            """A B A B over `targets` ((name, server, path), ...); `load(server, path)` runs one."""
+            raw[key] = {name: [] for name, _, _ in targets}
+            for rnd in range(args.rounds):
+                for name, srv, path in targets:
+                    log(f"{label}: GET {path} round {rnd + 1} on {name}")
+                    r = measured([srv.pid], lambda: load(srv, path))
+                    r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
+                    raw[key][name].append(r)
+
         # ---- 4a. /health, HTTP/1.1 keep-alive
-        raw["a_health"] = {"secure_api": [], "limit": []}
-        for rnd in range(args.rounds):
-            for name, srv in (("secure_api", sa), ("limit", lim)):
-                log(f"a: GET /health round {rnd + 1} on {name}")
-                r = measured([srv.pid], lambda: run_wrk(srv.port, "/health", plain, D, C, T))
-                r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
-                raw["a_health"][name].append(r)
+        health = (("secure_api", sa, "/health"), ("limit", lim, "/health"))
+        ab_rounds("a_health", "a", health, lambda srv, path: run_wrk(srv.port, path, plain, D, C, T))
         # ---- 4a'. /health over HTTP/2 (h2load), for information
-        raw["a_health_h2"] = {"secure_api": [], "limit": []}
-        for rnd in range(args.rounds):
-            for name, srv in (("secure_api", sa), ("limit", lim)):
-                log(f"a': h2 GET /health round {rnd + 1} on {name}")
-                r = measured([srv.pid], lambda: run_h2load(srv.port, "/health", D, C, T))
-                r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
-                raw["a_health_h2"][name].append(r)
+        ab_rounds("a_health_h2", "a' (h2)", health,
+                  lambda srv, path: run_h2load(srv.port, path, D, C, T))
 
         # ---- 4b. /users/me with a token vs GET / on the limit server
         token = login(port_sa)
         me = make_lua(tmp, "me", headers={"Authorization": f"Bearer {token}"})
-        raw["b_me"] = {"secure_api": [], "limit": []}
-        for rnd in range(args.rounds):
-            for name, srv, path in (("secure_api", sa, "/api/v1/users/me"), ("limit", lim, "/")):
-                log(f"b: GET {path} round {rnd + 1} on {name}")
-                r = measured([srv.pid], lambda: run_wrk(srv.port, path, me, D, C, T))
-                r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
-                raw["b_me"][name].append(r)
+        with_me = lambda srv, path: run_wrk(srv.port, path, me, D, C, T)  # noqa: E731
+        ab_rounds("b_me", "b", (("secure_api", sa, "/api/v1/users/me"), ("limit", lim, "/")),
+                  with_me)
 
         # ---- 4b'. the same with the user cache off (every request reads SQLite), for information
         sa_nc = start_sa("nocache", tmp, data, free_port(),
                          ["--rate-limit", "off", "--user-cache-entries", "0"])
         servers.append(sa_nc)
-        raw["b_me_nocache"] = {"secure_api": [], "limit": []}
-        for rnd in range(args.rounds):
-            for name, srv, path in (("secure_api", sa_nc, "/api/v1/users/me"), ("limit", lim, "/")):
-                log(f"b': GET {path} round {rnd + 1} on {name} (user cache off)")
-                r = measured([srv.pid], lambda: run_wrk(srv.port, path, me, D, C, T))
-                r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
-                raw["b_me_nocache"][name].append(r)
+        ab_rounds("b_me_nocache", "b' (user cache off)",
+                  (("secure_api", sa_nc, "/api/v1/users/me"), ("limit", lim, "/")), with_me)
         sa_nc.stop()
         servers.remove(sa_nc)
         results["logs"]["nocache (b')"] = analyze_log(sa_nc.out_path)
