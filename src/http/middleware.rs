@@ -159,14 +159,13 @@ impl HttpApp {
             headers.insert(X_REQUEST_ID, value);
         }
 
-        tracing::info!(
-            method = method.as_str(),
+        telemetry::access(&telemetry::AccessRecord {
+            method: method.as_str(),
             route,
-            status = response.status().as_u16(),
-            duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            user_agent = user_agent.as_deref().unwrap_or("-"),
-            "request"
-        );
+            status: response.status().as_u16(),
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            user_agent: user_agent.as_deref().unwrap_or("-"),
+        });
         response
     }
 

@@ -25,6 +25,7 @@ use crate::cli::LogFormat;
 /// up to this size.
 const KEPT_LINE_CAPACITY: usize = 4096;
 
+#[derive(Clone)]
 pub struct LogLines {
     output: LogOutput,
     format: LogFormat,
@@ -136,21 +137,23 @@ fn json_request(line: &mut String, request: &RequestContext) {
     line.push_str(",\"name\":\"request\"}");
 }
 
+fn console_request(line: &mut String, request: &RequestContext) {
+    let _ = write!(
+        line,
+        " request_id={} client_ip={}",
+        request.request_id, request.client_ip
+    );
+    if let Some(user_id) = request.user_id() {
+        let _ = write!(line, " user_id={user_id}");
+    }
+}
+
 fn console_line(line: &mut String, event: &Event<'_>) {
     let metadata = event.metadata();
     push_timestamp(line, SystemTime::now());
     let _ = write!(line, " {:>5} {}:", metadata.level(), metadata.target());
     event.record(&mut ConsoleFields { line: &mut *line });
-    context::with_current(|request| {
-        let _ = write!(
-            line,
-            " request_id={} client_ip={}",
-            request.request_id, request.client_ip
-        );
-        if let Some(user_id) = request.user_id() {
-            let _ = write!(line, " user_id={user_id}");
-        }
-    });
+    context::with_current(|request| console_request(line, request));
     // One event, one line, whatever the message held.
     let text = line.replace(['\n', '\r'], " ");
     line.clear();
@@ -160,6 +163,16 @@ fn console_line(line: &mut String, event: &Event<'_>) {
 
 impl<S: Subscriber> Layer<S> for LogLines {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        self.write(|line, format| match format {
+            LogFormat::Json => json_line(line, event),
+            LogFormat::Console => console_line(line, event),
+        });
+    }
+}
+
+impl LogLines {
+    /// Formats a line into this thread's buffer and appends it to the output.
+    fn write(&self, format_line: impl FnOnce(&mut String, LogFormat)) {
         thread_local! {
             static LINE: RefCell<String> = const { RefCell::new(String::new()) };
         }
@@ -173,10 +186,7 @@ impl<S: Subscriber> Layer<S> for LogLines {
                 Err(_) => &mut fresh,
             };
             line.clear();
-            match self.format {
-                LogFormat::Json => json_line(line, event),
-                LogFormat::Console => console_line(line, event),
-            }
+            format_line(line, self.format);
             self.output.append(line.as_bytes());
             if line.capacity() > KEPT_LINE_CAPACITY {
                 line.clear();
@@ -184,6 +194,64 @@ impl<S: Subscriber> Layer<S> for LogLines {
             }
         });
     }
+
+    /// The access line, written without a tracing event: it is the one line
+    /// every request writes, and going through the event machinery (field
+    /// visitors behind `dyn`, the message through `core::fmt`) cost more
+    /// than writing it. Same shape and target as an event would have.
+    pub fn write_access(&self, record: &AccessRecord<'_>) {
+        self.write(|line, format| match format {
+            LogFormat::Json => json_access(line, record),
+            LogFormat::Console => console_access(line, record),
+        });
+    }
+}
+
+/// What the access line says about a request.
+pub struct AccessRecord<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub duration_us: u64,
+    pub user_agent: &'a str,
+}
+
+/// The target access lines are filtered and labelled by, as if logged from
+/// the middleware.
+pub const ACCESS_TARGET: &str = "secure_api::http::middleware";
+
+fn json_access(line: &mut String, record: &AccessRecord<'_>) {
+    line.push_str("{\"timestamp\":\"");
+    push_timestamp(line, SystemTime::now());
+    line.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
+    push_json_str(line, record.method);
+    line.push_str(",\"route\":");
+    push_json_str(line, record.route);
+    line.push_str(",\"status\":");
+    line.push_str(itoa::Buffer::new().format(record.status));
+    line.push_str(",\"duration_us\":");
+    line.push_str(itoa::Buffer::new().format(record.duration_us));
+    line.push_str(",\"user_agent\":");
+    push_json_str(line, record.user_agent);
+    line.push_str(",\"target\":\"");
+    line.push_str(ACCESS_TARGET);
+    line.push('"');
+    context::with_current(|request| json_request(line, request));
+    line.push_str("}\n");
+}
+
+fn console_access(line: &mut String, record: &AccessRecord<'_>) {
+    push_timestamp(line, SystemTime::now());
+    let _ = write!(
+        line,
+        "  INFO {ACCESS_TARGET}: request method={} route={} status={} duration_us={} user_agent={}",
+        record.method, record.route, record.status, record.duration_us, record.user_agent
+    );
+    context::with_current(|request| console_request(line, request));
+    let text = line.replace(['\n', '\r'], " ");
+    line.clear();
+    line.push_str(&text);
+    line.push('\n');
 }
 
 /// Appends `value` as a JSON string literal.
@@ -338,6 +406,43 @@ mod tests {
         let mut out = String::new();
         push_json_debug(&mut out, &format_args!("say \"{}\"\n", "hi"));
         assert_eq!(out, r#""say \"hi\"\n""#);
+    }
+
+    #[test]
+    fn the_access_line_is_one_json_object_with_the_request_context() {
+        let record = AccessRecord {
+            method: "GET",
+            route: "/api/v1/users/{id}",
+            status: 404,
+            duration_us: 1234,
+            user_agent: "agent \"quoted\"\n",
+        };
+        let request = super::context::RequestContext::new(
+            std::sync::Arc::from("req-9"),
+            std::net::IpAddr::from([192, 0, 2, 7]),
+        );
+        let mut line = String::new();
+        super::context::run_within(Some(request), || json_access(&mut line, &record));
+        assert!(
+            line.ends_with("}\n") && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["level"], "INFO");
+        assert_eq!(parsed["message"], "request");
+        assert_eq!(parsed["route"], "/api/v1/users/{id}");
+        assert_eq!(parsed["status"], 404);
+        assert_eq!(parsed["duration_us"], 1234);
+        assert_eq!(parsed["user_agent"], "agent \"quoted\"\n");
+        assert_eq!(parsed["target"], ACCESS_TARGET);
+        assert_eq!(parsed["span"]["request_id"], "req-9");
+        assert_eq!(parsed["span"]["client_ip"], "192.0.2.7");
+        assert!(parsed["timestamp"].as_str().unwrap().ends_with('Z'));
+
+        let mut console = String::new();
+        console_access(&mut console, &record);
+        assert!(console.contains(" INFO secure_api::http::middleware: request method=GET"));
+        assert_eq!(console.matches('\n').count(), 1, "{console}");
     }
 
     #[test]

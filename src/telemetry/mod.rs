@@ -5,9 +5,11 @@
 pub mod context;
 mod lines;
 
+pub use lines::AccessRecord;
+
 use std::io::Write;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tracing_subscriber::filter::Targets;
@@ -79,6 +81,21 @@ impl LogOutput {
     }
 }
 
+/// Where access lines go once logging is set up (until then, and in tests
+/// that run the server in-process without it, nowhere).
+static ACCESS_LOG: OnceLock<lines::LogLines> = OnceLock::new();
+
+/// Writes the access line of a request, if INFO is enabled for the
+/// middleware's target.
+pub fn access(record: &AccessRecord<'_>) {
+    if !tracing::enabled!(target: lines::ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    if let Some(lines) = ACCESS_LOG.get() {
+        lines.write_access(record);
+    }
+}
+
 /// Flushes the log output when dropped (keep it alive until exit).
 pub struct FlushOnDrop(LogOutput);
 
@@ -113,9 +130,11 @@ pub fn init(format: LogFormat, level: &str) -> Result<FlushOnDrop, String> {
             }
         })
         .map_err(|e| format!("cannot start the log flusher: {e}"))?;
+    let lines = lines::LogLines::new(output.clone(), format);
+    let _ = ACCESS_LOG.set(lines.clone());
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(lines::LogLines::new(output.clone(), format))
+        .with(lines)
         .try_init();
     installed.map_err(|e| format!("cannot install the logger: {e}"))?;
     // A panic is reported through the log (with the request id of its span),
