@@ -138,8 +138,11 @@ impl HttpApp {
         let (route, mut response) = if Cors::is_preflight(req.method(), req.headers()) {
             self.preflight(&req, &request_id)
         } else {
+            // Boxed: held inline, rustc laid this future out so that the
+            // enclosing one took 6.9 KiB instead of 0.8 KiB, all of it copied
+            // into place on every request.
             let (route, mut response) =
-                self.dispatch(client_ip, Arc::clone(&request_id), req).await;
+                Box::pin(self.dispatch(client_ip, Arc::clone(&request_id), req)).await;
             self.edge.cors.apply(origin.as_ref(), &mut response);
             (route, response)
         };
