@@ -189,8 +189,11 @@ impl Store {
             .build(manager)?;
         let user_cache = Arc::new(UserCache::new(user_cache_entries));
         if user_cache.enabled() {
-            user_cache::watch_other_writers(&user_cache, path).map_err(|e| {
-                StoreError::Schema(format!("cannot start the database watcher: {e}"))
+            user_cache::watch_other_writers(&user_cache, path).map_err(|source| {
+                StoreError::Io {
+                    context: "cannot start the database watcher thread".to_owned(),
+                    source,
+                }
             })?;
         }
         Ok(Self {
