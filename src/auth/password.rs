@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use zeroize::Zeroize;
 
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -297,13 +298,15 @@ fn failed(error: impl std::fmt::Display) -> HashError {
     HashError::Failed(error.to_string())
 }
 
+thread_local! {
+    /// This thread's Argon2 memory, kept from one hash to the next.
+    static KEPT_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Argon2 of `password` with `salt`, in this thread's kept memory when it is
 /// large enough (a stored hash made with more memory than configured gets a
 /// buffer of its own, freed afterwards).
 fn compute(argon: &Argon2<'_>, password: &[u8], salt: Salt<'_>) -> Result<Output, HashError> {
-    thread_local! {
-        static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-    }
     let mut salt_bytes = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(failed)?;
     let blocks = argon.params().block_count();
@@ -312,14 +315,19 @@ fn compute(argon: &Argon2<'_>, password: &[u8], salt: Salt<'_>) -> Result<Output
         .output_len()
         .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let run = |memory: &mut [Block]| {
-        Output::init_with(output_len, |out| {
+        let output = Output::init_with(output_len, |out| {
             argon
                 .hash_password_into_with_memory(password, salt_bytes, out, &mut *memory)
                 .map_err(argon2::password_hash::Error::from)
         })
-        .map_err(failed)
+        .map_err(failed);
+        // Kept memory would otherwise hold the last password's Argon2 state
+        // for the life of the thread (with one pass, blocks derived straight
+        // from the password, enough to test guesses without the memory cost).
+        memory.iter_mut().take(blocks).for_each(Zeroize::zeroize);
+        output
     };
-    MEMORY.with(|cell| match cell.try_borrow_mut() {
+    KEPT_MEMORY.with(|cell| match cell.try_borrow_mut() {
         Ok(mut kept) if blocks <= KEPT_BLOCKS_MAX => {
             if kept.len() < blocks {
                 kept.resize(blocks, Block::default());
@@ -471,6 +479,26 @@ mod tests {
             .to_string();
         let verified = verify_blocking(&fast(), &password, &argon2i).unwrap();
         assert!(verified.matches && verified.needs_rehash, "{argon2i}");
+    }
+
+    #[test]
+    fn kept_memory_holds_nothing_of_the_last_password() {
+        std::thread::spawn(|| {
+            let password = SecretString::new("Correct-Horse-9".to_owned());
+            let stored = hash_blocking(&fast(), &password).unwrap();
+            verify_blocking(&fast(), &password, &stored).unwrap();
+            KEPT_MEMORY.with(|cell| {
+                let kept = cell.borrow();
+                assert_eq!(kept.len(), 256, "the memory is kept");
+                assert!(
+                    kept.iter()
+                        .all(|block| block.as_ref().iter().all(|&word| word == 0)),
+                    "and wiped after each use"
+                );
+            });
+        })
+        .join()
+        .unwrap();
     }
 
     #[tokio::test]
