@@ -111,14 +111,24 @@ impl Visit for ConsoleFields<'_> {
 
 fn json_line(line: &mut String, event: &Event<'_>) {
     let metadata = event.metadata();
+    json_head(line, metadata.level().as_str());
+    event.record(&mut JsonFields { line: &mut *line });
+    json_tail(line, metadata.target());
+}
+
+/// `{"timestamp":…,"level":…`: what every JSON line starts with.
+fn json_head(line: &mut String, level: &str) {
     line.push_str("{\"timestamp\":\"");
     push_timestamp(line, SystemTime::now());
     line.push_str("\",\"level\":\"");
-    line.push_str(metadata.level().as_str());
+    line.push_str(level);
     line.push('"');
-    event.record(&mut JsonFields { line: &mut *line });
+}
+
+/// `,"target":…,"span":{…}}` and the newline: what every JSON line ends with.
+fn json_tail(line: &mut String, target: &str) {
     line.push_str(",\"target\":");
-    push_json_str(line, metadata.target());
+    push_json_str(line, target);
     context::with_current(|request| json_request(line, request));
     line.push_str("}\n");
 }
@@ -153,8 +163,13 @@ fn console_line(line: &mut String, event: &Event<'_>) {
     push_timestamp(line, SystemTime::now());
     let _ = write!(line, " {:>5} {}:", metadata.level(), metadata.target());
     event.record(&mut ConsoleFields { line: &mut *line });
+    console_tail(line);
+}
+
+/// The request's fields and the newline; one event is one line, whatever
+/// its message held.
+fn console_tail(line: &mut String) {
     context::with_current(|request| console_request(line, request));
-    // One event, one line, whatever the message held.
     let text = line.replace(['\n', '\r'], " ");
     line.clear();
     line.push_str(&text);
@@ -221,9 +236,8 @@ pub struct AccessRecord<'a> {
 pub const ACCESS_TARGET: &str = "secure_api::http::middleware";
 
 fn json_access(line: &mut String, record: &AccessRecord<'_>) {
-    line.push_str("{\"timestamp\":\"");
-    push_timestamp(line, SystemTime::now());
-    line.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
+    json_head(line, "INFO");
+    line.push_str(",\"message\":\"request\",\"method\":");
     push_json_str(line, record.method);
     line.push_str(",\"route\":");
     push_json_str(line, record.route);
@@ -233,11 +247,7 @@ fn json_access(line: &mut String, record: &AccessRecord<'_>) {
     line.push_str(itoa::Buffer::new().format(record.duration_us));
     line.push_str(",\"user_agent\":");
     push_json_str(line, record.user_agent);
-    line.push_str(",\"target\":\"");
-    line.push_str(ACCESS_TARGET);
-    line.push('"');
-    context::with_current(|request| json_request(line, request));
-    line.push_str("}\n");
+    json_tail(line, ACCESS_TARGET);
 }
 
 fn console_access(line: &mut String, record: &AccessRecord<'_>) {
@@ -247,11 +257,7 @@ fn console_access(line: &mut String, record: &AccessRecord<'_>) {
         "  INFO {ACCESS_TARGET}: request method={} route={} status={} duration_us={} user_agent={}",
         record.method, record.route, record.status, record.duration_us, record.user_agent
     );
-    context::with_current(|request| console_request(line, request));
-    let text = line.replace(['\n', '\r'], " ");
-    line.clear();
-    line.push_str(&text);
-    line.push('\n');
+    console_tail(line);
 }
 
 /// Appends `value` as a JSON string literal.
