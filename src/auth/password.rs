@@ -283,7 +283,7 @@ fn argon2(params: &Params) -> Argon2<'static> {
 pub fn hash_blocking(params: &Params, password: &SecretString) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
     let argon = argon2(params);
-    let output = compute(&argon, password.expose().as_bytes(), salt.as_salt())?;
+    let output = compute(&argon, password.expose().as_bytes(), salt.as_salt(), params)?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -303,10 +303,16 @@ thread_local! {
     static KEPT_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Argon2 of `password` with `salt`, in this thread's kept memory when it is
-/// large enough (a stored hash made with more memory than configured gets a
-/// buffer of its own, freed afterwards).
-fn compute(argon: &Argon2<'_>, password: &[u8], salt: Salt<'_>) -> Result<Output, HashError> {
+/// Argon2 of `password` with `salt`, in this thread's kept memory, which is
+/// never grown past `configured` (the configured parameters' block count): a
+/// stored hash made with more memory than configured gets a buffer of its
+/// own, freed afterwards, so the memory held stays workers × configured.
+fn compute(
+    argon: &Argon2<'_>,
+    password: &[u8],
+    salt: Salt<'_>,
+    configured: &Params,
+) -> Result<Output, HashError> {
     let mut salt_bytes = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(failed)?;
     let blocks = argon.params().block_count();
@@ -328,7 +334,7 @@ fn compute(argon: &Argon2<'_>, password: &[u8], salt: Salt<'_>) -> Result<Output
         output
     };
     KEPT_MEMORY.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut kept) if blocks <= KEPT_BLOCKS_MAX => {
+        Ok(mut kept) if blocks <= configured.block_count() => {
             if kept.len() < blocks {
                 kept.resize(blocks, Block::default());
             }
@@ -337,10 +343,6 @@ fn compute(argon: &Argon2<'_>, password: &[u8], salt: Salt<'_>) -> Result<Output
         _ => run(&mut vec![Block::default(); blocks]),
     })
 }
-
-/// A thread keeps at most this much Argon2 memory (in 1 KiB blocks): the
-/// largest `--argon2-memory-kib` accepted.
-const KEPT_BLOCKS_MAX: usize = MAX_MEMORY_KIB as usize;
 
 fn verify_blocking(
     params: &Params,
@@ -365,6 +367,7 @@ fn verify_blocking(
                 &Argon2::new(algorithm, version, stored_params.clone()),
                 password.expose().as_bytes(),
                 salt,
+                params,
             )?;
             // Output's equality is constant-time.
             computed == *expected
@@ -487,6 +490,19 @@ mod tests {
             let password = SecretString::new("Correct-Horse-9".to_owned());
             let stored = hash_blocking(&fast(), &password).unwrap();
             verify_blocking(&fast(), &password, &stored).unwrap();
+            // A stored hash made with more memory than configured verifies
+            // in a buffer of its own: the kept one does not grow.
+            let bigger = HashParams {
+                memory_kib: 1024,
+                time_cost: 1,
+                parallelism: 1,
+            }
+            .validate(true)
+            .unwrap();
+            let stored_bigger = hash_blocking(&bigger, &password);
+            KEPT_MEMORY.with(|cell| cell.borrow_mut().truncate(256));
+            let verified = verify_blocking(&fast(), &password, &stored_bigger.unwrap()).unwrap();
+            assert!(verified.matches && verified.needs_rehash);
             KEPT_MEMORY.with(|cell| {
                 let kept = cell.borrow();
                 assert_eq!(kept.len(), 256, "the memory is kept");
