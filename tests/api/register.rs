@@ -170,3 +170,18 @@ async fn a_huge_password_is_refused_without_hashing() {
         .await;
     assert_eq!(response.status, 413);
 }
+
+#[tokio::test]
+async fn full_name_loses_bidi_overrides_and_zero_width_characters() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_json(
+            REGISTER,
+            &json!({"username": "mallory", "email": "mallory@example.com",
+                    "password": STRONG_PASSWORD,
+                    "full_name": "Mal\u{202E}lory\u{200B} \u{2066}Admin\u{2069}\u{FEFF}"}),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{:?}", response.body);
+    assert_eq!(response.json()["full_name"], "Mallory Admin");
+}
