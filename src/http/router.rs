@@ -13,7 +13,7 @@
 //! | POST   | /api/v1/auth/logout-all    | authenticated |
 //! | GET    | /api/v1/users/me           | self:read |
 //! | PUT    | /api/v1/users/me           | self:write |
-//! | POST   | /api/v1/users/me/change-password | self:write |
+//! | POST   | /api/v1/users/me/change-password | authenticated |
 //! | GET    | /api/v1/users              | users:read |
 //! | POST   | /api/v1/users              | users:write |
 //! | GET    | /api/v1/users/{id}         | users:read |
@@ -179,7 +179,9 @@ pub fn table_with(with_panic_probe: bool, expose_openapi: bool) -> Vec<Route> {
         route(
             Method::POST,
             "/api/v1/users/me/change-password",
-            Permission(SelfWrite),
+            // Securing one's own account is never a role privilege: a viewer
+            // whose password leaked must be able to rotate it.
+            Access::Authenticated,
             handler!(users::change_password),
         ),
         route(

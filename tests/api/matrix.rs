@@ -32,7 +32,7 @@ type BodyFn = fn(usize) -> Option<Value>;
 const ROUTES: &[(&str, &str, Need, u16, BodyFn)] = &[
     ("GET",    "/api/v1/users/me",                 Permission("self:read"),    200, no_body),
     ("PUT",    "/api/v1/users/me",                 Permission("self:write"),   200, profile),
-    ("POST",   "/api/v1/users/me/change-password", Permission("self:write"),   200, new_password),
+    ("POST",   "/api/v1/users/me/change-password", Authenticated,              200, new_password),
     ("GET",    "/api/v1/users",                    Permission("users:read"),   200, no_body),
     ("POST",   "/api/v1/users",                    Permission("users:write"),  201, new_user),
     ("GET",    "/api/v1/users/{id}",               Permission("users:read"),   200, no_body),
