@@ -1,4 +1,4 @@
--- The canonical schema of a fresh secure-api database (PRAGMA user_version = 1).
+-- The canonical schema of a fresh secure-api database (PRAGMA user_version = 2).
 -- An older database reaches the same shape through migrations/NNNN_*.sql;
 -- a test keeps the two in step. Released migrations are never edited.
 
@@ -38,7 +38,8 @@ CREATE TABLE refresh_tokens (
     family_id   TEXT NOT NULL REFERENCES refresh_families (id) ON DELETE CASCADE,
     issued_at   INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
-    consumed_at INTEGER                                    -- set when rotated
+    consumed_at INTEGER,                                   -- unix milliseconds, set when rotated
+    replaced_by TEXT                                       -- the jti issued in its place
 );
 
 CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);

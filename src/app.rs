@@ -132,6 +132,8 @@ impl Application {
             },
             settings: RwLock::new(settings),
             started_at,
+            cors: Cors::new(config.cors_origins.clone()),
+            hooks: config.hooks.clone(),
         });
         // The dummy hash that unknown emails are checked against is made now,
         // so the first such login costs no more than any other.
@@ -144,8 +146,9 @@ impl Application {
             .map_err(|e| anyhow!(e))?;
         let edge = Edge {
             client_ip: ClientIpResolver::new(config.trusted_proxies.clone()),
-            cors: Cors::new(config.cors_origins.clone()),
+            cors: state.cors.clone(),
             rate_limits,
+            ..Edge::default()
         };
         let app = Arc::new(HttpApp::new(
             state,

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use crate::http::cors::parse_origin;
 use crate::http::ratelimit::{Rate, RateLimitConfig};
-use crate::state::RuntimeSettings;
+use crate::state::{RuntimeSettings, TestHooks};
 
 /// systemd credential names looked up in `$CREDENTIALS_DIRECTORY`.
 pub const CREDENTIAL_JWT_KEY: &str = "jwt-secret";
@@ -71,6 +71,8 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Adds a route that panics; only tests set it.
     pub panic_probe: bool,
+    /// Points where tests hold requests; empty outside tests.
+    pub hooks: TestHooks,
 }
 
 impl Config {
@@ -104,6 +106,7 @@ impl Config {
             },
             clock: clock::system(),
             panic_probe: false,
+            hooks: TestHooks::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! What every request handler may use: built once by `app`, shared read-only
 //! except for the runtime settings an admin may change.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -10,6 +12,7 @@ use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenSigner;
 use crate::clock::Clock;
 use crate::domain::lockout::LockoutPolicy;
+use crate::http::cors::Cors;
 use crate::store::Store;
 
 pub struct AppState {
@@ -21,6 +24,38 @@ pub struct AppState {
     pub sessions: SessionPolicy,
     pub settings: RwLock<RuntimeSettings>,
     pub started_at: Instant,
+    /// The configured browser origins, which may also spend the refresh cookie.
+    pub cors: Cors,
+    pub hooks: TestHooks,
+}
+
+/// A point where a test holds a request so that a race happens on purpose.
+pub type Checkpoint = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Points inside request handling that tests can hold; all empty in a server.
+#[derive(Clone, Default)]
+pub struct TestHooks {
+    /// After a login's Argon2 check, before its outcome is settled.
+    pub after_login_password_check: Option<Checkpoint>,
+}
+
+impl std::fmt::Debug for TestHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHooks")
+            .field(
+                "after_login_password_check",
+                &self.after_login_password_check.is_some(),
+            )
+            .finish()
+    }
+}
+
+impl TestHooks {
+    pub async fn after_login_password_check(&self) {
+        if let Some(hold) = &self.after_login_password_check {
+            hold().await;
+        }
+    }
 }
 
 impl AppState {

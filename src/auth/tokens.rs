@@ -41,6 +41,9 @@ pub struct AccessClaims {
     pub aud: String,
     /// The user's token version when issued; a bump rejects the token.
     pub ver: i64,
+    /// The session (login, refresh family) the token belongs to: ending the
+    /// session ends the token.
+    pub sid: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +125,7 @@ impl TokenSigner {
         user_id: &str,
         role: &str,
         token_version: i64,
+        session_id: &str,
         now: OffsetDateTime,
     ) -> Result<IssuedAccess, jsonwebtoken::errors::Error> {
         let iat = now.unix_timestamp();
@@ -135,6 +139,7 @@ impl TokenSigner {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
             ver: token_version,
+            sid: session_id.to_owned(),
         };
         let token = jsonwebtoken::encode(&header(ACCESS_TYP), &claims, &self.encoding)?;
         Ok(IssuedAccess {
@@ -267,12 +272,17 @@ mod tests {
     #[test]
     fn access_tokens_round_trip_and_expire_after_the_leeway() {
         let signer = signer();
-        let issued = signer.issue_access("u1", "user", 3, now()).unwrap();
+        let issued = signer.issue_access("u1", "user", 3, "s1", now()).unwrap();
         assert_eq!(issued.expires_in, 900);
         let claims = signer.verify_access(&issued.token, now()).unwrap();
         assert_eq!(
-            (claims.sub.as_str(), claims.role.as_str(), claims.ver),
-            ("u1", "user", 3)
+            (
+                claims.sub.as_str(),
+                claims.role.as_str(),
+                claims.ver,
+                claims.sid.as_str()
+            ),
+            ("u1", "user", 3, "s1")
         );
         let header = jsonwebtoken::decode_header(&issued.token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -297,7 +307,10 @@ mod tests {
             .issue_refresh("u1", "fam", "jti", now(), now() + Duration::days(7))
             .unwrap();
         assert!(signer.verify_access(&refresh, now()).is_err());
-        let access = signer.issue_access("u1", "user", 0, now()).unwrap().token;
+        let access = signer
+            .issue_access("u1", "user", 0, "s1", now())
+            .unwrap()
+            .token;
         assert!(signer.verify_refresh(&access, Some(now())).is_err());
         assert!(signer.verify_refresh(&refresh, Some(now())).is_ok());
     }
@@ -305,7 +318,10 @@ mod tests {
     #[test]
     fn another_key_or_garbage_is_invalid() {
         let other = TokenSigner::new(&SecretBytes::new(vec![8u8; 32]), Duration::minutes(15));
-        let token = other.issue_access("u1", "admin", 0, now()).unwrap().token;
+        let token = other
+            .issue_access("u1", "admin", 0, "s1", now())
+            .unwrap()
+            .token;
         assert_eq!(
             signer().verify_access(&token, now()).unwrap_err(),
             TokenError::Invalid
@@ -331,7 +347,8 @@ mod tests {
     fn access_claims() -> serde_json::Value {
         serde_json::json!({
             "sub": "u1", "role": "user", "type": "access", "iat": 1_800_000_000,
-            "exp": 1_800_000_900, "jti": "j", "iss": ISSUER, "aud": AUDIENCE, "ver": 0
+            "exp": 1_800_000_900, "jti": "j", "iss": ISSUER, "aud": AUDIENCE, "ver": 0,
+            "sid": "s1"
         })
     }
 
@@ -384,7 +401,7 @@ mod tests {
                 "{field}"
             );
         }
-        for missing in ["sub", "exp", "iss", "aud", "jti", "type", "ver"] {
+        for missing in ["sub", "exp", "iss", "aud", "jti", "type", "ver", "sid"] {
             let mut claims = access_claims();
             claims.as_object_mut().unwrap().remove(missing);
             let token = signed(GOOD_HEADER, &claims);

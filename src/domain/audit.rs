@@ -22,10 +22,16 @@ pub enum AuditKind {
     ConfigChange,
     PermissionDenied,
     RateLimited,
+    /// A consumed refresh token presented again inside the grace window.
+    RefreshReuseInGrace,
+    /// An invalid, expired or revoked access token (one per client a minute).
+    TokenRejected,
+    /// A wrong current password given to change-password.
+    PasswordChangeFailure,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 20] = [
         AuditKind::Registration,
         AuditKind::LoginSuccess,
         AuditKind::LoginFailure,
@@ -43,6 +49,9 @@ impl AuditKind {
         AuditKind::ConfigChange,
         AuditKind::PermissionDenied,
         AuditKind::RateLimited,
+        AuditKind::RefreshReuseInGrace,
+        AuditKind::TokenRejected,
+        AuditKind::PasswordChangeFailure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +73,9 @@ impl AuditKind {
             AuditKind::ConfigChange => "config_change",
             AuditKind::PermissionDenied => "permission_denied",
             AuditKind::RateLimited => "rate_limited",
+            AuditKind::RefreshReuseInGrace => "refresh_reuse_in_grace",
+            AuditKind::TokenRejected => "token_rejected",
+            AuditKind::PasswordChangeFailure => "password_change_failure",
         }
     }
 

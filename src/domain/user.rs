@@ -58,8 +58,6 @@ pub struct Credentials {
     pub user: User,
     pub password_hash: String,
     pub token_version: i64,
-    pub failed_login_count: u32,
-    pub locked_until: Option<OffsetDateTime>,
 }
 
 /// What every authenticated request checks: the account still exists, is
@@ -69,4 +67,24 @@ pub struct AuthState {
     pub role: Role,
     pub is_active: bool,
     pub token_version: i64,
+}
+
+/// What a request with an access token is checked against: the account, its
+/// token version, and when the token's session ends (`None`: ended, or not
+/// the account's).
+#[derive(Debug, Clone)]
+pub struct TokenSubject {
+    pub user: User,
+    pub token_version: i64,
+    /// Unix seconds.
+    pub session_ends_at: Option<i64>,
+}
+
+impl TokenSubject {
+    /// A token issued under `token_version` for `session_id` may act now.
+    pub fn admits(&self, token_version: i64, now_unix: i64) -> bool {
+        self.user.is_active
+            && self.token_version == token_version
+            && self.session_ends_at.is_some_and(|end| now_unix < end)
+    }
 }

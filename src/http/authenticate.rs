@@ -6,6 +6,7 @@ use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
 use super::error::ApiError;
+use crate::auth::tokens::TokenError;
 use crate::domain::role::Role;
 use crate::domain::user::User;
 use crate::state::AppState;
@@ -17,10 +18,28 @@ pub struct Principal {
     pub role: Role,
     /// The account as read for this request.
     pub user: User,
+    /// The session (login) the access token belongs to.
+    pub session_id: String,
 }
 
 enum Credential<'a> {
     Bearer(&'a str),
+}
+
+/// Why a request is not authenticated. The client gets the same 401 for
+/// every kind of rejection; the reason is for the audit trail.
+#[derive(Debug)]
+pub enum AuthError {
+    /// No credentials at all.
+    Missing,
+    /// Credentials that do not authenticate; `user_id` when the token was
+    /// genuinely ours but no longer valid.
+    Rejected {
+        reason: &'static str,
+        user_id: Option<String>,
+    },
+    /// The check itself could not be made (storage unavailable).
+    Failed(ApiError),
 }
 
 const NOT_AUTHENTICATED: ApiError = ApiError::Unauthorized {
@@ -32,39 +51,77 @@ const INVALID_TOKEN: ApiError = ApiError::Unauthorized {
     detail: "Invalid or expired token",
 };
 
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Missing => NOT_AUTHENTICATED,
+            AuthError::Rejected { .. } => INVALID_TOKEN,
+            AuthError::Failed(error) => error,
+        }
+    }
+}
+
+fn malformed() -> AuthError {
+    AuthError::Rejected {
+        reason: "malformed",
+        user_id: None,
+    }
+}
+
 /// Credentials come from headers only; a token in the URL is never looked at.
-fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, ApiError> {
+fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, AuthError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| INVALID_TOKEN)?;
-    let (scheme, token) = value.split_once(' ').ok_or(INVALID_TOKEN)?;
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(INVALID_TOKEN);
+        return Err(malformed());
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(INVALID_TOKEN);
+        return Err(malformed());
     }
     Ok(Some(Credential::Bearer(token)))
 }
 
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, AuthError> {
     match credential(headers)? {
-        None => Err(NOT_AUTHENTICATED),
-        Some(Credential::Bearer(token)) => {
-            let claims = state
-                .tokens
-                .verify_access(token, state.clock.now())
-                .map_err(|_| INVALID_TOKEN)?;
-            match state.store.user_for_token(claims.sub.clone()).await? {
-                Some((user, version)) if user.is_active && version == claims.ver => Ok(Principal {
-                    user_id: claims.sub,
-                    role: user.role,
-                    user,
-                }),
-                _ => Err(INVALID_TOKEN),
-            }
-        }
+        None => Err(AuthError::Missing),
+        Some(Credential::Bearer(token)) => bearer(state, token).await,
+    }
+}
+
+async fn bearer(state: &AppState, token: &str) -> Result<Principal, AuthError> {
+    let now = state.clock.now();
+    let claims = state
+        .tokens
+        .verify_access(token, now)
+        .map_err(|e| AuthError::Rejected {
+            reason: match e {
+                TokenError::Invalid => "invalid",
+                TokenError::WrongKind => "wrong_kind",
+                TokenError::Expired => "expired",
+            },
+            user_id: None,
+        })?;
+    let subject = state
+        .store
+        .token_subject(&claims.sub, &claims.sid)
+        .await
+        .map_err(|e| AuthError::Failed(e.into()))?;
+    match subject {
+        Some(subject) if subject.admits(claims.ver, now.unix_timestamp()) => Ok(Principal {
+            user_id: claims.sub,
+            role: subject.user.role,
+            user: subject.user,
+            session_id: claims.sid,
+        }),
+        // Signed by us, so the subject is worth recording: a session that
+        // ended, a bumped token version, a deactivated or deleted account.
+        _ => Err(AuthError::Rejected {
+            reason: "revoked",
+            user_id: Some(claims.sub),
+        }),
     }
 }

@@ -42,6 +42,34 @@ pub fn parse_origin(raw: &str) -> Result<String, String> {
     Ok(origin.to_ascii_lowercase())
 }
 
+/// Whether a request that authenticates with the refresh cookie may act:
+/// a browser names the page that sent it in `Origin`, and only our own
+/// origin (`https://` + the request's host) or a configured CORS origin may
+/// make the browser spend that cookie. SameSite=Strict already keeps the
+/// cookie off cross-site requests; this also covers same-site pages on other
+/// ports or subdomains. No `Origin` at all is a non-browser client, which
+/// holds the token anyway.
+pub fn origin_may_use_cookie(headers: &HeaderMap, authority: Option<&str>, allowed: &Cors) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.origins.iter().any(|o| o == origin) {
+        return true;
+    }
+    let host = authority.or_else(|| headers.get(http::header::HOST)?.to_str().ok());
+    let Some(host) = host else {
+        return false;
+    };
+    // Browsers leave the default port out of `Origin`.
+    let host = host.strip_suffix(":443").unwrap_or(host);
+    origin
+        .strip_prefix("https://")
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+}
+
 impl Cors {
     pub fn new(origins: Vec<String>) -> Self {
         Self { origins }
@@ -129,6 +157,50 @@ impl Cors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_or_a_configured_origin_may_use_the_cookie() {
+        let cors = Cors::new(vec!["https://app.example.com".to_owned()]);
+        let with_origin = |origin: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
+            headers
+        };
+        let host = Some("api.example.com");
+        assert!(origin_may_use_cookie(&HeaderMap::new(), host, &cors));
+        assert!(origin_may_use_cookie(
+            &with_origin("https://api.example.com"),
+            host,
+            &cors
+        ));
+        assert!(origin_may_use_cookie(
+            &with_origin("https://API.example.com"),
+            Some("api.example.com:443"),
+            &cors
+        ));
+        assert!(origin_may_use_cookie(
+            &with_origin("https://app.example.com"),
+            host,
+            &cors
+        ));
+        for foreign in [
+            "https://evil.example",
+            "http://api.example.com",
+            "https://api.example.com:8443",
+            "https://api.example.com.evil.example",
+            "null",
+        ] {
+            assert!(
+                !origin_may_use_cookie(&with_origin(foreign), host, &cors),
+                "{foreign}"
+            );
+        }
+        assert!(!origin_may_use_cookie(
+            &with_origin("https://api.example.com"),
+            None,
+            &cors
+        ));
+    }
 
     #[test]
     fn origins_must_be_plain_scheme_and_host() {

@@ -12,12 +12,12 @@ use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 
-use super::authenticate::{Principal, authenticate};
+use super::authenticate::{AuthError, Principal, authenticate};
 use super::client_ip::ClientIpResolver;
 use super::cors::Cors;
 use super::error::ApiError;
 use super::extract::precheck_body;
-use super::ratelimit::{Decision, RateInfo, RateLimits};
+use super::ratelimit::{Decision, OncePerMinute, RateInfo, RateLimits};
 use super::response::Body;
 use super::router::{Access, Ctx, Match, Router};
 use crate::domain::audit::{AuditEvent, AuditKind};
@@ -42,11 +42,27 @@ pub struct HttpApp {
 
 /// What the HTTP layer decides before any handler: who the client is, which
 /// origins may call, how fast.
-#[derive(Default)]
 pub struct Edge {
     pub client_ip: ClientIpResolver,
     pub cors: Cors,
     pub rate_limits: Option<RateLimits>,
+    /// One `token_rejected` audit event per client per minute: a client
+    /// replaying a dead token must not write a row per request.
+    pub token_rejections: OncePerMinute,
+}
+
+/// Clients tracked by the token-rejection audit gate before it starts afresh.
+const TOKEN_REJECTION_CLIENTS: usize = 100_000;
+
+impl Default for Edge {
+    fn default() -> Self {
+        Self {
+            client_ip: ClientIpResolver::default(),
+            cors: Cors::default(),
+            rate_limits: None,
+            token_rejections: OncePerMinute::new(TOKEN_REJECTION_CLIENTS),
+        }
+    }
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -99,6 +115,7 @@ impl HttpApp {
     /// Drops idle rate-limit entries; called every minute.
     pub fn tidy(&self) -> usize {
         self.edge.rate_limits.as_ref().map_or(0, RateLimits::tidy)
+            + self.edge.token_rejections.tidy()
     }
 
     pub fn router(&self) -> &Router {
@@ -231,6 +248,13 @@ impl HttpApp {
             // The path as matched by the limiter only: the query is never logged.
             detail: serde_json::json!({ "path": path.chars().take(100).collect::<String>() }),
         };
+        self.record_audit(event).await;
+    }
+
+    /// Logs and stores an event that goes with no change of its own. A
+    /// failure to store it is logged, not answered: the request already has
+    /// its outcome.
+    async fn record_audit(&self, event: AuditEvent) {
         event.log();
         if let Err(e) = self
             .state
@@ -305,7 +329,24 @@ impl HttpApp {
             Access::Authenticated => None,
             Access::Permission(permission) => Some(permission),
         };
-        let principal = authenticate(&self.state, req.headers()).await?;
+        let principal = match authenticate(&self.state, req.headers()).await {
+            Ok(principal) => principal,
+            Err(error) => {
+                if let AuthError::Rejected { reason, user_id } = &error
+                    && self.edge.token_rejections.allows(client_ip)
+                {
+                    let event = AuditEvent {
+                        kind: AuditKind::TokenRejected,
+                        user_id: user_id.clone(),
+                        client_ip: Some(client_ip.to_string()),
+                        request_id: Some(request_id.to_owned()),
+                        detail: serde_json::json!({ "reason": reason }),
+                    };
+                    Box::pin(self.record_audit(event)).await;
+                }
+                return Err(error.into());
+            }
+        };
         telemetry::context::set_user(principal.user_id.as_str());
         if let Some(permission) = required
             && !rbac::allows(principal.role, permission)
@@ -321,11 +362,7 @@ impl HttpApp {
                     "method": req.method().as_str(),
                 }),
             };
-            event.log();
-            let now = self.state.clock.now();
-            if let Err(e) = Box::pin(self.state.store.record_audit(event, now)).await {
-                tracing::error!(error = %e, "could not store an audit event");
-            }
+            Box::pin(self.record_audit(event)).await;
             return Err(ApiError::Forbidden {
                 code: "forbidden",
                 detail: "You do not have permission to perform this action",

@@ -110,12 +110,15 @@ struct Limiter {
 
 impl Limiter {
     fn new(rate: Rate) -> Option<Self> {
-        let quota = rate.quota()?;
-        Some(Self {
+        Some(Self::with_quota(rate, rate.quota()?))
+    }
+
+    fn with_quota(rate: Rate, quota: Quota) -> Self {
+        Self {
             rate,
             quota,
             inner: RwLock::new(Arc::new(RateLimiter::dashmap(quota).with_middleware())),
-        })
+        }
     }
 
     fn current(&self) -> Arc<Keyed> {
@@ -191,10 +194,42 @@ enum Specific {
 
 fn specific(path: &str) -> Option<Specific> {
     match path.strip_suffix('/').unwrap_or(path) {
-        "/api/v1/auth/login" => Some(Specific::Login),
+        // Change-password checks a password too: a stolen access token must
+        // not become a faster way to guess it than the login form.
+        "/api/v1/auth/login" | "/api/v1/users/me/change-password" => Some(Specific::Login),
         "/api/v1/auth/register" => Some(Specific::Register),
         "/api/v1/auth/refresh" => Some(Specific::Refresh),
         _ => None,
+    }
+}
+
+/// Lets one event per client through each minute: for the audit events a
+/// flood would otherwise turn into a flood of rows (a client over its rate
+/// limit, a client presenting bad tokens). Bounded like the limiters.
+pub struct OncePerMinute {
+    gate: Limiter,
+    max_keys: usize,
+}
+
+impl OncePerMinute {
+    pub fn new(max_keys: usize) -> Self {
+        let rate = Rate {
+            count: NonZeroU32::MIN,
+            period: Duration::from_secs(60),
+        };
+        Self {
+            gate: Limiter::with_quota(rate, Quota::per_minute(NonZeroU32::MIN)),
+            max_keys: max_keys.max(1),
+        }
+    }
+
+    /// True the first time `client` asks within a minute.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        matches!(self.gate.check(IpKey::from(client)), Decision::Allowed(_))
+    }
+
+    pub fn tidy(&self) -> usize {
+        self.gate.tidy(self.max_keys)
     }
 }
 
@@ -204,7 +239,7 @@ pub struct RateLimits {
     register: Option<Limiter>,
     refresh: Option<Limiter>,
     /// One `rate_limited` audit event per client per minute, not per request.
-    audit_gate: Limiter,
+    audit_gate: OncePerMinute,
     max_keys: usize,
     checks: AtomicU64,
 }
@@ -218,16 +253,12 @@ impl RateLimits {
         let build =
             |rate: Rate| Limiter::new(rate).ok_or_else(|| format!("rate {rate:?} is too fine"));
         let optional = |rate: Option<Rate>| rate.map(build).transpose();
-        let minute = Rate {
-            count: NonZeroU32::MIN,
-            period: Duration::from_secs(60),
-        };
         Ok(Self {
             api: optional(config.api)?,
             login: optional(config.login)?,
             register: optional(config.register)?,
             refresh: optional(config.refresh)?,
-            audit_gate: build(minute)?,
+            audit_gate: OncePerMinute::new(config.max_keys),
             max_keys: config.max_keys.max(1),
             checks: AtomicU64::new(0),
         })
@@ -269,10 +300,7 @@ impl RateLimits {
 
     /// True the first time a client is limited within a minute.
     pub fn should_audit(&self, client: IpAddr) -> bool {
-        matches!(
-            self.audit_gate.check(IpKey::from(client)),
-            Decision::Allowed(_)
-        )
+        self.audit_gate.allows(client)
     }
 
     /// Run every minute: drops idle clients and bounds the rest. Returns how
@@ -281,9 +309,9 @@ impl RateLimits {
         [&self.api, &self.login, &self.register, &self.refresh]
             .into_iter()
             .flatten()
-            .chain(std::iter::once(&self.audit_gate))
             .map(|l| l.tidy(self.max_keys))
-            .sum()
+            .sum::<usize>()
+            + self.audit_gate.tidy()
     }
 }
 

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::lockout::{AfterFailure, Verdict};
 use crate::http::router::Ctx;
 
 pub fn event(ctx: &Ctx, kind: AuditKind, user_id: Option<&str>, detail: Value) -> AuditEvent {
@@ -24,4 +25,33 @@ pub async fn record(ctx: &Ctx, event: AuditEvent) {
     if let Err(e) = ctx.state.store.record_audit(event, now).await {
         tracing::error!(error = %e, "could not store an audit event");
     }
+}
+
+/// The events a settled password check amounts to: `success` when accepted;
+/// otherwise a `failure` event (its detail `failure_detail` plus the reason)
+/// and, when this failure locks the account, a `lockout` event.
+pub fn verdict_events(
+    success: AuditEvent,
+    failure: AuditKind,
+    verdict: Verdict,
+    mut failure_detail: Value,
+) -> Vec<AuditEvent> {
+    if verdict == Verdict::Accepted {
+        return vec![success];
+    }
+    if let Some(fields) = failure_detail.as_object_mut() {
+        fields.insert("reason".to_owned(), Value::from(verdict.reason()));
+    }
+    let mut events = vec![success.follow_up(failure, failure_detail)];
+    if let Verdict::WrongPassword(AfterFailure {
+        locked_until: Some(until),
+        ..
+    }) = verdict
+    {
+        events.push(success.follow_up(
+            AuditKind::Lockout,
+            serde_json::json!({ "locked_until": until.unix_timestamp() }),
+        ));
+    }
+    events
 }

@@ -13,23 +13,25 @@ use time::OffsetDateTime;
 use super::audit;
 use crate::auth::password::PasswordHasher;
 use crate::domain::Invalid;
+use crate::domain::audit::AuditEvent;
 use crate::domain::audit::AuditKind;
 use crate::domain::email::{self, Email};
 use crate::domain::full_name::FullName;
-use crate::domain::lockout;
+use crate::domain::lockout::{Seen, Verdict};
 use crate::domain::password::{LoginPassword, NewPassword};
 use crate::domain::role::Role;
 use crate::domain::user::{NewUser, User};
 use crate::domain::username::Username;
 use crate::http::cookies::{REFRESH_COOKIE, clear_refresh_cookie, read_cookie, refresh_cookie};
+use crate::http::cors;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract;
 use crate::http::response::{Body, json};
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
-use crate::store::StoreError;
-use crate::store::sessions::{NewSession, Rotation};
+use crate::store::sessions::{NewSession, Refresh, Rotation};
+use crate::store::{OnAccept, PasswordCheck, Presented, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,75 +217,78 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             credentials.as_ref().map(|c| c.password_hash.clone()),
         )
         .await?;
-    let now = state.clock.now();
-    let failure = |reason: &str, user_id: Option<&str>| {
-        audit::event(
+    let masked_email = email::mask(&email);
+    let Some(credentials) = credentials else {
+        let event = audit::event(
             &ctx,
             AuditKind::LoginFailure,
-            user_id,
-            json!({ "email": email::mask(&email), "reason": reason }),
-        )
-    };
-
-    let Some(credentials) = credentials else {
-        audit::record(&ctx, failure("unknown_email", None)).await;
+            None,
+            json!({ "email": masked_email, "reason": "unknown_email" }),
+        );
+        audit::record(&ctx, event).await;
         return Err(INVALID_CREDENTIALS);
     };
-    let user_id = credentials.user.id.as_str().to_owned();
-    if lockout::is_locked(credentials.locked_until, now) {
-        audit::record(&ctx, failure("locked", Some(&user_id))).await;
-        return Err(INVALID_CREDENTIALS);
-    }
-    if !credentials.user.is_active {
-        audit::record(&ctx, failure("inactive", Some(&user_id))).await;
-        return Err(INVALID_CREDENTIALS);
-    }
-    if !verified.matches {
-        let event = failure("wrong_password", Some(&user_id));
-        event.log();
-        let policy = state.settings().lockout_policy();
-        let locked = state
-            .store
-            .login_failed(user_id.clone(), policy, now, event.clone())
-            .await?;
-        if let Some(until) = locked {
-            event
-                .follow_up(
-                    AuditKind::Lockout,
-                    json!({ "locked_until": until.unix_timestamp() }),
-                )
-                .log();
-        }
-        return Err(INVALID_CREDENTIALS);
-    }
+    state.hooks.after_login_password_check().await;
 
     // The stored hash used older parameters: upgrade it now that we have the
     // password. A saturated hasher only postpones this to a later login.
-    let new_hash = if verified.needs_rehash {
+    let rehash = if verified.matches && verified.needs_rehash {
         state.hasher.hash(password.secret()).await.ok()
     } else {
         None
     };
-    let session = NewSession {
+    let now = state.clock.now();
+    let session = new_session(&ctx, now);
+    let user_id = credentials.user.id.as_str().to_owned();
+    let success = audit::event(&ctx, AuditKind::LoginSuccess, Some(&user_id), json!({}));
+    let check = PasswordCheck {
+        user_id,
+        seen: Seen {
+            password_hash: credentials.password_hash,
+            token_version: credentials.token_version,
+        },
+        presented: if verified.matches {
+            Presented::Right(OnAccept::Login {
+                rehash,
+                session: session.clone(),
+            })
+        } else {
+            Presented::Wrong
+        },
+    };
+    let settled = state
+        .store
+        .settle_password_check(
+            check,
+            state.settings().lockout_policy(),
+            now,
+            move |verdict| {
+                audit::verdict_events(
+                    success,
+                    AuditKind::LoginFailure,
+                    verdict,
+                    json!({ "email": masked_email }),
+                )
+            },
+        )
+        .await?;
+    settled.events.iter().for_each(AuditEvent::log);
+    match settled.account {
+        Some((user, token_version)) if settled.verdict == Verdict::Accepted => {
+            token_response_with_message(&ctx, &user, token_version, &session, now, None)
+        }
+        _ => Err(INVALID_CREDENTIALS),
+    }
+}
+
+/// The first refresh token of a new login, made now.
+pub(crate) fn new_session(ctx: &Ctx, now: OffsetDateTime) -> NewSession {
+    NewSession {
         family_id: random_id(),
         jti: random_id(),
         issued_at: now,
-        family_expires_at: now + state.sessions.refresh_lifetime,
-    };
-    let event = audit::event(&ctx, AuditKind::LoginSuccess, Some(&user_id), json!({}));
-    state
-        .store
-        .login_succeeded(user_id.clone(), new_hash, session.clone(), event.clone())
-        .await?;
-    event.log();
-    token_response_with_message(
-        &ctx,
-        &credentials.user,
-        credentials.token_version,
-        &session,
-        now,
-        None,
-    )
+        family_expires_at: now + ctx.state.sessions.refresh_lifetime,
+    }
 }
 
 #[derive(Deserialize)]
@@ -292,12 +297,21 @@ struct RefreshRequest {
     refresh_token: String,
 }
 
-/// The refresh token from the cookie, else from a JSON body.
+/// The refresh token from the cookie, else from a JSON body. Only the cookie
+/// is spent by a browser on its own, so a request that would spend it from a
+/// foreign origin is refused (403) before anything is consumed.
 async fn presented_refresh_token(
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<Option<String>, ApiError> {
     if let Some(cookie) = read_cookie(req.headers(), REFRESH_COOKIE) {
+        let authority = req.uri().authority().map(|a| a.as_str());
+        if !cors::origin_may_use_cookie(req.headers(), authority, &ctx.state.cors) {
+            return Err(ApiError::Forbidden {
+                code: "origin_refused",
+                detail: "Cross-origin use of the session cookie is not allowed",
+            });
+        }
         return Ok(Some(cookie.to_owned()));
     }
     let body = extract::read_body(req, &ctx.state.limits).await?;
@@ -322,10 +336,11 @@ fn unauthorized_clearing_cookie(
 }
 
 pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let token = presented_refresh_token(&ctx, req).await?;
+    let presented = presented_refresh_token(&ctx, req).await?;
     let state = &ctx.state;
     let now = state.clock.now();
-    let Some(claims) = token.and_then(|t| state.tokens.verify_refresh(&t, Some(now)).ok()) else {
+    let claims = presented.and_then(|t| state.tokens.verify_refresh(&t, Some(now)).ok());
+    let Some(claims) = claims else {
         return unauthorized_clearing_cookie(
             &ctx,
             "invalid_token",
@@ -333,19 +348,22 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         );
     };
     let new_jti = random_id();
-    let reuse_event = audit::event(&ctx, AuditKind::RefreshReuseDetected, None, json!({}));
+    let base = audit::event(&ctx, AuditKind::RefreshReuseDetected, None, json!({}));
     let rotation = state
         .store
         .rotate_refresh(
-            claims.jti,
-            new_jti.clone(),
+            Refresh {
+                jti: claims.jti,
+                new_jti: new_jti.clone(),
+                grace: state.sessions.reuse_grace,
+                token_lifetime: state.sessions.refresh_lifetime,
+            },
             now,
-            state.sessions.reuse_grace,
-            state.sessions.refresh_lifetime,
-            reuse_event,
+            move |rotation| rotation_events(&base, rotation),
         )
         .await?;
-    match rotation {
+    rotation.events.iter().for_each(AuditEvent::log);
+    match rotation.outcome {
         Rotation::Rotated {
             user,
             token_version,
@@ -363,24 +381,31 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         ),
         // Another tab rotated this token a moment ago and holds the new
         // cookie; clearing the cookie here would log that tab out too.
-        Rotation::RecentlyRotated => Err(ApiError::Unauthorized {
+        Rotation::RecentlyRotated { .. } => Err(ApiError::Unauthorized {
             code: "invalid_token",
             detail: "Invalid or expired refresh token",
         }),
-        Rotation::ReuseDetected { user_id, family_id } => {
-            audit::event(
-                &ctx,
-                AuditKind::RefreshReuseDetected,
-                Some(&user_id),
-                json!({ "family_id": family_id }),
-            )
-            .log();
-            unauthorized_clearing_cookie(&ctx, "invalid_token", "Invalid or expired refresh token")
-        }
-        Rotation::Rejected => {
+        Rotation::ReuseDetected { .. } | Rotation::Rejected => {
             unauthorized_clearing_cookie(&ctx, "invalid_token", "Invalid or expired refresh token")
         }
     }
+}
+
+/// The audit events a rotation amounts to: reuse (the family is revoked) or a
+/// presentation inside the grace window.
+fn rotation_events(base: &AuditEvent, rotation: &Rotation) -> Vec<AuditEvent> {
+    let (kind, user_id, family_id) = match rotation {
+        Rotation::ReuseDetected { user_id, family_id } => {
+            (AuditKind::RefreshReuseDetected, user_id, family_id)
+        }
+        Rotation::RecentlyRotated { user_id, family_id } => {
+            (AuditKind::RefreshReuseInGrace, user_id, family_id)
+        }
+        Rotation::Rotated { .. } | Rotation::Rejected => return Vec::new(),
+    };
+    let mut event = base.follow_up(kind, json!({ "family_id": family_id }));
+    event.user_id = Some(user_id.clone());
+    vec![event]
 }
 
 #[derive(Serialize)]
@@ -389,14 +414,25 @@ struct Message {
 }
 
 /// Ends the login the refresh token belongs to (an expired one is accepted:
-/// logging out must always work) and clears the cookie.
+/// logging out must always work), and with it every access token of that
+/// login, and clears the cookie. Without a refresh token, a valid bearer
+/// token names the login to end.
 pub async fn logout(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let token = presented_refresh_token(&ctx, req).await?;
-    let claims = token.and_then(|t| ctx.state.tokens.verify_refresh(&t, None).ok());
-    if let Some(claims) = claims {
+    let bearer_session = bearer_session(&ctx, req.headers());
+    let presented = presented_refresh_token(&ctx, req).await?;
+    let session = match presented {
+        Some(p) => ctx
+            .state
+            .tokens
+            .verify_refresh(&p, None)
+            .ok()
+            .map(|claims| claims.fam),
+        None => bearer_session,
+    };
+    if let Some(family_id) = session {
         let event = audit::event(&ctx, AuditKind::Logout, None, json!({}));
         let now = ctx.state.clock.now();
-        let recorded = ctx.state.store.logout(Some(claims.fam), now, event).await?;
+        let recorded = ctx.state.store.logout(Some(family_id), now, event).await?;
         recorded.log();
     }
     with_cleared_cookie(json(
@@ -405,6 +441,18 @@ pub async fn logout(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             message: "Successfully logged out",
         },
     ))
+}
+
+/// The session of a valid access token in `Authorization`, if any.
+fn bearer_session(ctx: &Ctx, headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let now = ctx.state.clock.now();
+    let claims = ctx.state.tokens.verify_access(token.trim(), now).ok()?;
+    Some(claims.sid)
 }
 
 /// Ends every login of the caller and invalidates every access token issued
@@ -480,7 +528,7 @@ fn token_pair(
     let tokens = &ctx.state.tokens;
     let user_id = user.id.as_str();
     let access = tokens
-        .issue_access(user_id, user.role.as_str(), token_version, now)
+        .issue_access(user_id, user.role.as_str(), token_version, family_id, now)
         .map_err(ApiError::internal)?;
     let refresh = tokens
         .issue_refresh(user_id, family_id, jti, now, refresh_expires_at)

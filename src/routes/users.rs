@@ -10,11 +10,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
 use super::audit;
-use super::auth::{AccountInput, token_response_with_message};
+use super::auth::{AccountInput, new_session, token_response_with_message};
 use crate::domain::Invalid;
-use crate::domain::audit::AuditKind;
+use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::email::Email;
 use crate::domain::full_name::FullName;
+use crate::domain::lockout::{Seen, Verdict};
 use crate::domain::password::{LoginPassword, NewPassword};
 use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
@@ -24,8 +25,7 @@ use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
-use crate::store::StoreError;
-use crate::store::sessions::NewSession;
+use crate::store::{OnAccept, PasswordCheck, Presented, StoreError};
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -134,37 +134,78 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
             }
         })?;
     let state = &ctx.state;
-    let stored = state.store.password_hash_of(user_id.clone()).await?;
-    let verified = state.hasher.verify(current.secret(), stored).await?;
-    if !verified.matches {
-        return Err(ApiError::BadRequest {
+    let credentials = state
+        .store
+        .credentials_by_id(user_id.clone())
+        .await?
+        .ok_or(INVALID_TOKEN)?;
+    let verified = state
+        .hasher
+        .verify(current.secret(), Some(credentials.password_hash.clone()))
+        .await?;
+    // The new hash is made only for the right current password; whether it
+    // is stored is settled against the account as it is then.
+    let now = state.clock.now();
+    let session = new_session(&ctx, now);
+    let presented = if verified.matches {
+        Presented::Right(OnAccept::ChangePassword {
+            new_hash: state.hasher.hash(new.secret()).await?,
+            session: session.clone(),
+        })
+    } else {
+        Presented::Wrong
+    };
+    let check = PasswordCheck {
+        user_id: user_id.clone(),
+        seen: Seen {
+            password_hash: credentials.password_hash,
+            token_version: credentials.token_version,
+        },
+        presented,
+    };
+    let success = audit::event(&ctx, AuditKind::PasswordChange, Some(&user_id), json!({}));
+    let settled = state
+        .store
+        .settle_password_check(
+            check,
+            state.settings().lockout_policy(),
+            now,
+            move |verdict| {
+                audit::verdict_events(
+                    success,
+                    AuditKind::PasswordChangeFailure,
+                    verdict,
+                    json!({}),
+                )
+            },
+        )
+        .await?;
+    settled.events.iter().for_each(AuditEvent::log);
+    match (settled.verdict, settled.account) {
+        (Verdict::Accepted, Some((user, token_version))) => token_response_with_message(
+            &ctx,
+            &user,
+            token_version,
+            &session,
+            now,
+            Some("Password changed successfully"),
+        ),
+        // A locked account answers like a wrong password: a stolen access
+        // token learns nothing from the difference.
+        (Verdict::WrongPassword(_) | Verdict::Locked, _) => Err(ApiError::BadRequest {
             code: "wrong_password",
             detail: Cow::Borrowed("Current password is incorrect"),
-        });
+        }),
+        // The password or token version moved while this request hashed, or
+        // the account went away: the caller's token no longer stands.
+        _ => Err(INVALID_TOKEN),
     }
-    let new_hash = state.hasher.hash(new.secret()).await?;
-    let now = state.clock.now();
-    let session = NewSession {
-        family_id: super::auth::random_id(),
-        jti: super::auth::random_id(),
-        issued_at: now,
-        family_expires_at: now + state.sessions.refresh_lifetime,
-    };
-    let event = audit::event(&ctx, AuditKind::PasswordChange, Some(&user_id), json!({}));
-    let (user, token_version) = state
-        .store
-        .change_password(user_id, new_hash, session.clone(), event.clone())
-        .await?;
-    event.log();
-    token_response_with_message(
-        &ctx,
-        &user,
-        token_version,
-        &session,
-        now,
-        Some("Password changed successfully"),
-    )
 }
+
+const INVALID_TOKEN: ApiError = ApiError::Unauthorized {
+    code: "invalid_token",
+    detail: "Invalid or expired token",
+};
 
 #[derive(Serialize)]
 struct UserList {

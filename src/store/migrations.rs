@@ -11,7 +11,10 @@ use super::StoreError;
 pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Migration `i` takes a database from version `i` to `i + 1`.
-pub const STEPS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+pub const STEPS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_refresh_rotation_detail.sql"),
+];
 
 /// A schema and the steps that reach it; the real one is [`Plan::CURRENT`].
 pub struct Plan<'a> {
@@ -168,14 +171,15 @@ mod tests {
         .unwrap()
     }
 
+    /// Without comments and white space: `ALTER TABLE … ADD COLUMN` splices
+    /// `, col TYPE` into the stored text just before the closing parenthesis,
+    /// which spaces it differently from the same column written in a fresh
+    /// `CREATE TABLE`.
     fn normalize(sql: &str) -> String {
         sql.lines()
             .map(|l| l.split("--").next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(" ")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect()
     }
 
     fn version(conn: &Connection) -> u32 {

@@ -26,14 +26,14 @@ use crate::clock::Clock as _;
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::audit::AuditKind;
-use crate::domain::lockout::LockoutPolicy;
+use crate::domain::lockout::{self, LockoutPolicy, Seen, Verdict};
 use crate::domain::policy::{self, Denied, UserPatch};
 use crate::domain::role::Role;
-use crate::domain::user::{Credentials, NewUser, User};
+use crate::domain::user::{Credentials, NewUser, TokenSubject, User};
 use crate::files;
 use audit::AuditRecord;
 use migrations::Plan;
-use sessions::{NewSession, Rotation};
+use sessions::{NewSession, Refresh, Rotated, Rotation};
 use user_cache::UserCache;
 
 /// File name of the database inside the data directory.
@@ -251,9 +251,9 @@ impl Store {
         self.read(move |conn| users::by_id(conn, &user_id)).await
     }
 
-    /// The per-request check of a bearer token's user, with its token
-    /// version: from the user cache when it is current (see `user_cache`),
-    /// else one primary-key read.
+    /// The per-request check of an access token's user and session: from
+    /// the user cache when it is current (see `user_cache`), else one
+    /// primary-key read.
     ///
     /// The read runs on the calling runtime thread, on that thread's own
     /// read-only connection with a busy timeout of 0: a point read from
@@ -261,20 +261,26 @@ impl Store {
     /// costs two thread switches. When the read would have to wait
     /// (SQLITE_BUSY) it is retried on the blocking pool, so the runtime never
     /// waits for a lock.
-    pub async fn user_for_token(&self, user_id: String) -> Result<Option<(User, i64)>, StoreError> {
-        if let Some(cached) = self.user_cache.get(&user_id) {
+    pub async fn token_subject(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<Option<TokenSubject>, StoreError> {
+        if let Some(cached) = self.user_cache.get(session_id)
+            && cached.user.id.as_str() == user_id
+        {
             return Ok(Some(cached));
         }
         let read_at = self.user_cache.generation();
-        let found = match self.fast_read(|conn| users::with_token_version(conn, &user_id)) {
+        let found = match self.fast_read(|conn| users::token_subject(conn, user_id, session_id)) {
             Err(StoreError::Busy) => {
-                let id = user_id.clone();
-                Box::pin(self.read(move |conn| users::with_token_version(conn, &id))).await
+                let (user, session) = (user_id.to_owned(), session_id.to_owned());
+                Box::pin(self.read(move |conn| users::token_subject(conn, &user, &session))).await
             }
             other => other,
         }?;
-        if let Some(state) = &found {
-            self.user_cache.put(read_at, &user_id, state);
+        if let Some(subject) = &found {
+            self.user_cache.put(read_at, session_id, subject);
         }
         Ok(found)
     }
@@ -297,68 +303,85 @@ impl Store {
         work(&conn)
     }
 
-    /// Records a wrong password (and the lockout it may cause) with its audit
-    /// rows in one transaction; returns the lock end when this failure locks.
-    pub async fn login_failed(
+    /// Settles a password check (login or change-password) inside one write
+    /// transaction, against the account row as it is now rather than as it
+    /// was when the Argon2 work started (see `lockout::settle`). Only an
+    /// accepted check writes what the right password asked for; a wrong one
+    /// is counted and may lock. `audit_for` turns the verdict into the audit
+    /// events, stored here and returned for logging after the commit.
+    pub async fn settle_password_check(
         &self,
-        user_id: String,
+        check: PasswordCheck,
         policy: LockoutPolicy,
         now: OffsetDateTime,
-        event: AuditEvent,
-    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        audit_for: impl FnOnce(Verdict) -> Vec<AuditEvent> + Send + 'static,
+    ) -> Result<Settled, StoreError> {
         self.write(move |tx| {
-            let locked_until = users::record_failure(tx, &user_id, policy, now)?;
-            audit::insert(tx, &event, now)?;
-            if let Some(until) = locked_until {
-                let lock = event.follow_up(
-                    crate::domain::audit::AuditKind::Lockout,
-                    serde_json::json!({ "locked_until": until.unix_timestamp() }),
-                );
-                audit::insert(tx, &lock, now)?;
+            let user_id = check.user_id.as_str();
+            let matches = matches!(check.presented, Presented::Right(_));
+            let verdict = match users::guard_state(tx, user_id)? {
+                // Deleted while the hash ran: nothing to count or to grant.
+                None => Verdict::Inactive,
+                Some(row) => lockout::settle(policy, &row, &check.seen, matches, now),
+            };
+            let mut account = None;
+            match (verdict, &check.presented) {
+                (Verdict::WrongPassword(after), _) => users::store_failure(tx, user_id, after)?,
+                (Verdict::Accepted, Presented::Right(on_accept)) => {
+                    let session = match on_accept {
+                        OnAccept::Login { rehash, session } => {
+                            users::record_success(tx, user_id, rehash.as_deref())?;
+                            session
+                        }
+                        OnAccept::ChangePassword { new_hash, session } => {
+                            users::set_password(tx, user_id, new_hash, now)?;
+                            sessions::revoke_all_for_user(tx, user_id, "password_change", now)?;
+                            session
+                        }
+                    };
+                    sessions::create(tx, user_id, session)?;
+                    account = users::with_token_version(tx, user_id)?;
+                }
+                _ => {}
             }
-            Ok(locked_until)
+            let events = audit_for(verdict);
+            for event in &events {
+                audit::insert(tx, event, now)?;
+            }
+            Ok(Settled {
+                verdict,
+                account,
+                events,
+            })
         })
         .await
     }
 
-    /// A successful login: counters reset, hash upgraded if asked, the first
-    /// refresh token of a new family stored, the audit row written.
-    pub async fn login_succeeded(
+    /// What change-password checks the current password against.
+    pub async fn credentials_by_id(
         &self,
         user_id: String,
-        new_hash: Option<String>,
-        session: NewSession,
-        event: AuditEvent,
-    ) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            users::record_success(tx, &user_id, new_hash.as_deref())?;
-            sessions::create(tx, &user_id, &session)?;
-            audit::insert(tx, &event, session.issued_at)
-        })
-        .await
+    ) -> Result<Option<Credentials>, StoreError> {
+        self.read(move |conn| users::credentials_by_id(conn, &user_id))
+            .await
     }
 
-    /// Rotates a refresh token; on reuse of a consumed token after the grace
-    /// window the family is revoked and `reuse_event` (completed with the
-    /// user) recorded in the same transaction.
+    /// Rotates a refresh token (see `sessions::rotate`); `audit_for` names
+    /// the events a rotation amounts to, stored in the same transaction and
+    /// returned for logging.
     pub async fn rotate_refresh(
         &self,
-        jti: String,
-        new_jti: String,
+        refresh: Refresh,
         now: OffsetDateTime,
-        grace: time::Duration,
-        token_lifetime: time::Duration,
-        reuse_event: AuditEvent,
-    ) -> Result<Rotation, StoreError> {
+        audit_for: impl FnOnce(&Rotation) -> Vec<AuditEvent> + Send + 'static,
+    ) -> Result<Rotated, StoreError> {
         self.write(move |tx| {
-            let rotation = sessions::rotate(tx, &jti, &new_jti, now, grace, token_lifetime)?;
-            if let Rotation::ReuseDetected { user_id, family_id } = &rotation {
-                let mut event = reuse_event;
-                event.user_id = Some(user_id.clone());
-                event.detail = serde_json::json!({ "family_id": family_id });
-                audit::insert(tx, &event, now)?;
+            let outcome = sessions::rotate(tx, &refresh, now)?;
+            let events = audit_for(&outcome);
+            for event in &events {
+                audit::insert(tx, event, now)?;
             }
-            Ok(rotation)
+            Ok(Rotated { outcome, events })
         })
         .await
     }
@@ -537,34 +560,6 @@ impl Store {
         .await
     }
 
-    pub async fn password_hash_of(&self, user_id: String) -> Result<Option<String>, StoreError> {
-        self.read(move |conn| users::password_hash(conn, &user_id))
-            .await
-    }
-
-    /// A new password: every earlier token of the user stops working, and the
-    /// caller gets a new login (`session`). Returns the user and its new
-    /// token version.
-    pub async fn change_password(
-        &self,
-        user_id: String,
-        new_hash: String,
-        session: NewSession,
-        event: AuditEvent,
-    ) -> Result<(User, i64), StoreError> {
-        self.write(move |tx| {
-            let now = session.issued_at;
-            users::set_password(tx, &user_id, &new_hash, now)?;
-            sessions::revoke_all_for_user(tx, &user_id, "password_change", now)?;
-            sessions::create(tx, &user_id, &session)?;
-            audit::insert(tx, &event, now)?;
-            let user = users::by_id(tx, &user_id)?.ok_or(StoreError::NotFound)?;
-            let state = users::auth_state(tx, &user_id)?.ok_or(StoreError::NotFound)?;
-            Ok((user, state.token_version))
-        })
-        .await
-    }
-
     pub async fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.read(settings::all).await
     }
@@ -688,6 +683,44 @@ pub fn create_user_blocking(conn: &mut Connection, user: &NewUser) -> Result<Use
     let created = users::insert(&tx, user, crate::clock::SystemClock.now())?;
     tx.commit()?;
     Ok(created)
+}
+
+/// A finished Argon2 check of a password against `seen`.
+#[derive(Debug, Clone)]
+pub struct PasswordCheck {
+    pub user_id: String,
+    pub seen: Seen,
+    pub presented: Presented,
+}
+
+/// The outcome of the Argon2 check, and what the right password is for.
+#[derive(Debug, Clone)]
+pub enum Presented {
+    Wrong,
+    Right(OnAccept),
+}
+
+/// What an accepted password check writes.
+#[derive(Debug, Clone)]
+pub enum OnAccept {
+    /// A new login; `rehash` replaces a hash made with older parameters.
+    Login {
+        rehash: Option<String>,
+        session: NewSession,
+    },
+    /// A new password: every other login ends, the caller gets `session`.
+    ChangePassword {
+        new_hash: String,
+        session: NewSession,
+    },
+}
+
+#[derive(Debug)]
+pub struct Settled {
+    pub verdict: Verdict,
+    /// The account and its token version, after an accepted check.
+    pub account: Option<(User, i64)>,
+    pub events: Vec<AuditEvent>,
 }
 
 #[derive(Debug, Clone)]

@@ -18,6 +18,25 @@ pub struct NewSession {
     pub family_expires_at: OffsetDateTime,
 }
 
+/// A refresh token to rotate, and the rules of the rotation.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    pub jti: String,
+    pub new_jti: String,
+    /// A consumed token presented again this soon after its rotation is
+    /// refused without revoking (two tabs refreshing at once); zero: never.
+    pub grace: Duration,
+    /// The new token's lifetime, never past its family's end.
+    pub token_lifetime: Duration,
+}
+
+#[derive(Debug)]
+pub struct Rotated {
+    pub outcome: Rotation,
+    /// The audit events stored with the rotation.
+    pub events: Vec<crate::domain::audit::AuditEvent>,
+}
+
 #[derive(Debug)]
 pub enum Rotation {
     Rotated {
@@ -28,8 +47,9 @@ pub enum Rotation {
     },
     /// Unknown, expired or revoked token, or an account that is gone or inactive.
     Rejected,
-    /// Consumed moments ago (two tabs refreshing at once): refused, nothing revoked.
-    RecentlyRotated,
+    /// Consumed moments ago (two tabs refreshing at once) and its successor
+    /// not used yet: refused, nothing revoked.
+    RecentlyRotated { user_id: String, family_id: String },
     /// Consumed earlier: the whole family has now been revoked.
     ReuseDetected { user_id: String, family_id: String },
 }
@@ -75,37 +95,49 @@ struct Presented {
     family_id: String,
     user_id: String,
     token_expires_at: i64,
+    /// Unix milliseconds.
     consumed_at: Option<i64>,
+    /// Whether the token that replaced this one has been used in turn.
+    successor_used: bool,
     family_expires_at: i64,
     family_revoked: bool,
 }
 
-/// Consumes `jti` and issues `new_jti` in its family, all inside the caller's
-/// IMMEDIATE transaction: of two concurrent rotations of one token, the second
-/// sees it consumed.
+fn unix_millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Consumes `refresh.jti` and issues `refresh.new_jti` in its family, all
+/// inside the caller's IMMEDIATE transaction: of two concurrent rotations of
+/// one token, the second sees it consumed.
+///
+/// A consumed token presented again is reuse, and revokes its family, unless
+/// it was consumed less than `grace` ago (measured in milliseconds, so a
+/// zero window is no window) and the token that replaced it has not been
+/// used yet: the grace covers two tabs racing one rotation, never a token
+/// whose line has moved on.
 pub(super) fn rotate(
     tx: &Transaction<'_>,
-    jti: &str,
-    new_jti: &str,
+    refresh: &Refresh,
     now: OffsetDateTime,
-    grace: Duration,
-    token_lifetime: Duration,
 ) -> Result<Rotation, StoreError> {
     let presented = tx
         .prepare_cached(
-            "SELECT t.family_id, f.user_id, t.expires_at, t.consumed_at, f.expires_at, \
-             f.revoked_at IS NOT NULL \
+            "SELECT t.family_id, f.user_id, t.expires_at, t.consumed_at, \
+             s.consumed_at IS NOT NULL, f.expires_at, f.revoked_at IS NOT NULL \
              FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+             LEFT JOIN refresh_tokens s ON s.jti = t.replaced_by \
              WHERE t.jti = ?1",
         )?
-        .query_row([jti], |r| {
+        .query_row([&refresh.jti], |r| {
             Ok(Presented {
                 family_id: r.get(0)?,
                 user_id: r.get(1)?,
                 token_expires_at: r.get(2)?,
                 consumed_at: r.get(3)?,
-                family_expires_at: r.get(4)?,
-                family_revoked: r.get(5)?,
+                successor_used: r.get(4)?,
+                family_expires_at: r.get(5)?,
+                family_revoked: r.get(6)?,
             })
         })
         .optional()?;
@@ -117,8 +149,12 @@ pub(super) fn rotate(
         return Ok(Rotation::Rejected);
     }
     if let Some(consumed_at) = p.consumed_at {
-        if now_ts - consumed_at <= grace.whole_seconds() {
-            return Ok(Rotation::RecentlyRotated);
+        let grace_ms = i64::try_from(refresh.grace.whole_milliseconds()).unwrap_or(0);
+        if !p.successor_used && unix_millis(now) - consumed_at < grace_ms {
+            return Ok(Rotation::RecentlyRotated {
+                user_id: p.user_id,
+                family_id: p.family_id,
+            });
         }
         revoke_family(tx, &p.family_id, "reuse_detected", now)?;
         return Ok(Rotation::ReuseDetected {
@@ -136,12 +172,14 @@ pub(super) fn rotate(
     let Some(state) = state.filter(|s| s.is_active) else {
         return Ok(Rotation::Rejected);
     };
-    tx.prepare_cached("UPDATE refresh_tokens SET consumed_at = ?2 WHERE jti = ?1")?
-        .execute((jti, now_ts))?;
+    tx.prepare_cached(
+        "UPDATE refresh_tokens SET consumed_at = ?2, replaced_by = ?3 WHERE jti = ?1",
+    )?
+    .execute((&refresh.jti, unix_millis(now), &refresh.new_jti))?;
     let family_end = OffsetDateTime::from_unix_timestamp(p.family_expires_at)
         .map_err(|_| StoreError::Schema("a refresh family has an impossible expiry".to_owned()))?;
-    let expires_at = (now + token_lifetime).min(family_end);
-    insert_token(tx, new_jti, &p.family_id, now, expires_at)?;
+    let expires_at = (now + refresh.token_lifetime).min(family_end);
+    insert_token(tx, &refresh.new_jti, &p.family_id, now, expires_at)?;
     Ok(Rotation::Rotated {
         user,
         token_version: state.token_version,

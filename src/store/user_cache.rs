@@ -1,5 +1,6 @@
-//! The user state every authenticated request checks (active flag, token
-//! version, the row `/users/me` returns), kept in memory per runtime thread.
+//! The state every request with an access token checks (active flag, token
+//! version, whether the token's session is live, the row `/users/me`
+//! returns), kept in memory per runtime thread, keyed by session.
 //!
 //! A point read through SQLite costs more than the rest of the request
 //! together: besides the statement, each read transaction takes the WAL's
@@ -11,7 +12,8 @@
 //! The cache is exact for this process: every write transaction of the store
 //! bumps a generation after it ends, and an entry is served only while the
 //! generation it was read at is still current, so a password change,
-//! logout-all, role change or deactivation is seen by the very next request.
+//! logout-all, logout, role change or deactivation is seen by the very next
+//! request.
 //! Changes made to the file by another process (`create-admin`, an operator
 //! with `sqlite3`) are noticed by a watcher that compares SQLite's
 //! `PRAGMA data_version` every `WATCH_EVERY`.
@@ -29,12 +31,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use thread_local::ThreadLocal;
 
-use crate::domain::user::User;
+use crate::domain::user::TokenSubject;
 
 /// How often the watcher looks for changes made by other processes.
 pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 
-pub type UserState = (User, i64);
+pub type UserState = TokenSubject;
 
 pub struct UserCache {
     generation: AtomicU64,
@@ -47,6 +49,7 @@ pub struct UserCache {
 struct Entries {
     /// The generation every entry in `map` was read at.
     generation: u64,
+    /// Keyed by session id (the access token's `sid`).
     map: HashMap<String, UserState>,
 }
 
@@ -73,7 +76,7 @@ impl UserCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn get(&self, user_id: &str) -> Option<UserState> {
+    pub fn get(&self, session_id: &str) -> Option<UserState> {
         if !self.enabled() {
             return None;
         }
@@ -82,12 +85,12 @@ impl UserCache {
         if entries.generation != self.generation() {
             return None;
         }
-        entries.map.get(user_id).cloned()
+        entries.map.get(session_id).cloned()
     }
 
     /// Keeps `state`, read from the database after `generation()` returned
     /// `read_at`; a write since then makes it worthless, so it is dropped.
-    pub fn put(&self, read_at: u64, user_id: &str, state: &UserState) {
+    pub fn put(&self, read_at: u64, session_id: &str, state: &UserState) {
         if !self.enabled() {
             return;
         }
@@ -103,7 +106,7 @@ impl UserCache {
             entries.map.clear();
             entries.generation = current;
         }
-        entries.map.insert(user_id.to_owned(), state.clone());
+        entries.map.insert(session_id.to_owned(), state.clone());
     }
 }
 
@@ -159,6 +162,7 @@ fn data_version(conn: &Connection) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::domain::role::Role;
+    use crate::domain::user::User;
 
     fn state(name: &str) -> UserState {
         let user = User {
@@ -171,7 +175,11 @@ mod tests {
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
         };
-        (user, 1)
+        TokenSubject {
+            user,
+            token_version: 1,
+            session_ends_at: Some(i64::MAX),
+        }
     }
 
     #[test]
@@ -180,7 +188,7 @@ mod tests {
         let read_at = cache.generation();
         cache.put(read_at, "u1", &state("before"));
         assert_eq!(
-            cache.get("u1").unwrap().0.full_name.as_deref(),
+            cache.get("u1").unwrap().user.full_name.as_deref(),
             Some("before")
         );
         cache.invalidate();

@@ -3,10 +3,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::StoreError;
-use crate::domain::lockout::LockoutPolicy;
+use crate::domain::lockout::{AfterFailure, GuardState};
 use crate::domain::policy::{Actor, UserPatch};
 use crate::domain::role::Role;
-use crate::domain::user::{AuthState, Credentials, NewUser, User, UserId};
+use crate::domain::user::{AuthState, Credentials, NewUser, TokenSubject, User, UserId};
 
 const USER_COLUMNS: &str =
     "id, username, email, full_name, role, is_active, created_at, updated_at";
@@ -88,23 +88,55 @@ pub(super) fn credentials_by_email(
     conn: &Connection,
     email: &str,
 ) -> Result<Option<Credentials>, StoreError> {
-    let sql = format!(
-        "SELECT {USER_COLUMNS}, password_hash, token_version, failed_login_count, locked_until \
-         FROM users WHERE email = ?1"
-    );
-    let found = conn
+    let sql =
+        format!("SELECT {USER_COLUMNS}, password_hash, token_version FROM users WHERE email = ?1");
+    Ok(conn
         .prepare_cached(&sql)?
-        .query_row([email], |row| {
-            let locked_until: Option<i64> = row.get(11)?;
-            Ok(Credentials {
-                user: user_from_row(row)?,
-                password_hash: row.get(8)?,
-                token_version: row.get(9)?,
-                failed_login_count: row.get(10)?,
+        .query_row([email], credentials_from_row)
+        .optional()?)
+}
+
+pub(super) fn credentials_by_id(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<Option<Credentials>, StoreError> {
+    let sql =
+        format!("SELECT {USER_COLUMNS}, password_hash, token_version FROM users WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([user_id], credentials_from_row)
+        .optional()?)
+}
+
+fn credentials_from_row(row: &Row<'_>) -> rusqlite::Result<Credentials> {
+    Ok(Credentials {
+        user: user_from_row(row)?,
+        password_hash: row.get(8)?,
+        token_version: row.get(9)?,
+    })
+}
+
+/// The row as a password check must settle against it.
+pub(super) fn guard_state(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<Option<GuardState>, StoreError> {
+    let found = conn
+        .prepare_cached(
+            "SELECT is_active, password_hash, token_version, failed_login_count, locked_until \
+             FROM users WHERE id = ?1",
+        )?
+        .query_row([user_id], |row| {
+            let locked_until: Option<i64> = row.get(4)?;
+            Ok(GuardState {
+                is_active: row.get(0)?,
+                password_hash: row.get(1)?,
+                token_version: row.get(2)?,
+                failed_count: row.get(3)?,
                 locked_until: locked_until
                     .map(OffsetDateTime::from_unix_timestamp)
                     .transpose()
-                    .map_err(|_| conversion_error(11, "bad lock time"))?,
+                    .map_err(|_| conversion_error(4, "bad lock time"))?,
             })
         })
         .optional()?;
@@ -129,8 +161,8 @@ pub(super) fn auth_state(
     Ok(found)
 }
 
-/// The user and its token version in one primary-key read: what every
-/// authenticated request needs.
+/// The user and its token version: what a password check needs after it
+/// has been accepted.
 pub(super) fn with_token_version(
     conn: &Connection,
     user_id: &str,
@@ -142,6 +174,32 @@ pub(super) fn with_token_version(
         .optional()?)
 }
 
+/// What every request with an access token checks, in one primary-key read:
+/// the user, its token version, and the end of the token's session (login)
+/// if that session is live and belongs to the user.
+pub(super) fn token_subject(
+    conn: &Connection,
+    user_id: &str,
+    session_id: &str,
+) -> Result<Option<TokenSubject>, StoreError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS}, token_version, \
+         (SELECT expires_at FROM refresh_families \
+          WHERE id = ?2 AND user_id = ?1 AND revoked_at IS NULL) \
+         FROM users WHERE id = ?1"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([user_id, session_id], |row| {
+            Ok(TokenSubject {
+                user: user_from_row(row)?,
+                token_version: row.get(8)?,
+                session_ends_at: row.get(9)?,
+            })
+        })
+        .optional()?)
+}
+
 pub(super) fn by_id(tx: &Connection, user_id: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
     Ok(tx
@@ -150,17 +208,12 @@ pub(super) fn by_id(tx: &Connection, user_id: &str) -> Result<Option<User>, Stor
         .optional()?)
 }
 
-/// Counts a failed password; returns the lock end when this failure locks.
-pub(super) fn record_failure(
+/// Stores the count (and lock) a wrong password leads to.
+pub(super) fn store_failure(
     tx: &Transaction<'_>,
     user_id: &str,
-    policy: LockoutPolicy,
-    now: OffsetDateTime,
-) -> Result<Option<OffsetDateTime>, StoreError> {
-    let previous: u32 = tx
-        .prepare_cached("SELECT failed_login_count FROM users WHERE id = ?1")?
-        .query_row([user_id], |r| r.get(0))?;
-    let after = policy.after_failure(previous, now);
+    after: AfterFailure,
+) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE users SET failed_login_count = ?2, \
          locked_until = COALESCE(?3, locked_until) WHERE id = ?1",
@@ -170,7 +223,7 @@ pub(super) fn record_failure(
         after.failed_count,
         after.locked_until.map(OffsetDateTime::unix_timestamp),
     ))?;
-    Ok(after.locked_until)
+    Ok(())
 }
 
 /// Clears the failure count and any expired lock; stores a fresh hash when
@@ -279,16 +332,6 @@ pub(super) fn set_password(
     )?
     .execute((user_id, password_hash, format_time(now)?))?;
     Ok(())
-}
-
-pub(super) fn password_hash(
-    conn: &Connection,
-    user_id: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT password_hash FROM users WHERE id = ?1")?
-        .query_row([user_id], |r| r.get(0))
-        .optional()?)
 }
 
 pub(super) fn unlock(

@@ -186,6 +186,153 @@ async fn five_failures_lock_the_account_for_thirty_minutes_and_success_resets_th
     );
 }
 
+/// The audit rows of one event kind, with their `reason` detail.
+fn reasons(app: &TestApp, event: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT coalesce(json_extract(detail, '$.reason'), '') FROM audit_log WHERE event = ?1",
+        )
+        .unwrap();
+    stmt.query_map([event], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_passwords_are_counted_only_up_to_the_lock() {
+    let app = Arc::new(TestApp::spawn().await);
+    assert_eq!(app.register("burst", "burst@example.com").await.status, 201);
+    let guesses: Vec<_> = (0..30)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                app.login("burst@example.com", &format!("Wrong-guess-{i}!"))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for guess in guesses {
+        assert_eq!(guess.await.unwrap(), 401);
+    }
+    let failures = reasons(&app, "login_failure");
+    assert_eq!(failures.len(), 30);
+    assert_eq!(
+        failures.iter().filter(|r| *r == "wrong_password").count(),
+        5,
+        "exactly max_login_attempts wrong passwords count before the lock: {failures:?}"
+    );
+    assert!(
+        failures
+            .iter()
+            .all(|r| r == "wrong_password" || r == "locked")
+    );
+    assert_eq!(reasons(&app, "lockout").len(), 1);
+    assert_eq!(
+        app.login("burst@example.com", STRONG_PASSWORD).await.status,
+        401,
+        "the lock holds against the right password"
+    );
+}
+
+/// A login held after its password check, until the test releases it.
+struct HeldLogin {
+    armed: std::sync::atomic::AtomicBool,
+    arrived: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl HeldLogin {
+    fn hook(self: &Arc<Self>) -> secure_api::state::Checkpoint {
+        let held = Arc::clone(self);
+        Arc::new(move || {
+            let held = Arc::clone(&held);
+            Box::pin(async move {
+                if held.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    held.arrived.notify_one();
+                    held.release.notified().await;
+                }
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_that_raced_a_password_change_is_refused_and_writes_nothing() {
+    let held = Arc::new(HeldLogin {
+        armed: false.into(),
+        arrived: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let app = {
+        let hook = held.hook();
+        Arc::new(
+            TestApp::spawn_with(move |c| c.hooks.after_login_password_check = Some(hook)).await,
+        )
+    };
+    let owner = app.signed_in("racer2").await;
+    // A hash with older parameters, so the raced login would also write back
+    // a fresh hash of the old password if nothing stopped it.
+    use argon2::PasswordHasher;
+    let old = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(2048, 2, 1, None).unwrap(),
+    )
+    .hash_password(
+        STRONG_PASSWORD.as_bytes(),
+        &argon2::password_hash::SaltString::from_b64("c2FsdHNhbHRzYWx0").unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    rusqlite::Connection::open(app.db_path())
+        .unwrap()
+        .execute("UPDATE users SET password_hash = ?1", [&old])
+        .unwrap();
+
+    held.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let raced = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.login("racer2@example.com", STRONG_PASSWORD).await })
+    };
+    held.arrived.notified().await;
+    let new_password = "Another-Strong-Pass-42";
+    let changed = app
+        .call(
+            "POST",
+            "/api/v1/users/me/change-password",
+            Some(&owner.access_token()),
+            Some(&json!({"current_password": STRONG_PASSWORD, "new_password": new_password})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    let sessions_after_change: i64 =
+        app.sql("SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL");
+    held.release.notify_one();
+
+    let raced = raced.await.unwrap();
+    assert_eq!(raced.status, 401, "{:?}", raced.body);
+    assert!(raced.refresh_cookie().is_none());
+    assert_eq!(
+        app.sql::<i64>("SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL"),
+        sessions_after_change,
+        "no session was created for the old password"
+    );
+    assert_eq!(
+        app.login("racer2@example.com", STRONG_PASSWORD)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.login("racer2@example.com", new_password).await.status,
+        200,
+        "the new password's hash was not overwritten"
+    );
+}
+
 #[tokio::test]
 async fn lockout_thresholds_are_configurable() {
     let app = TestApp::spawn_with(|c| {
@@ -290,12 +437,18 @@ async fn reuse_within_the_grace_window_is_refused_without_revoking() {
         .refresh_cookie()
         .unwrap();
 
-    clock.advance(Duration::seconds(2));
+    // The window is measured to the millisecond: 1.999 s is inside 2 s.
+    clock.advance(Duration::milliseconds(1_999));
     let other_tab = app.refresh_with_cookie(&first).await;
     assert_eq!(other_tab.status, 401);
     assert!(
         other_tab.set_cookie().is_none(),
         "the other tab's fresh cookie must not be cleared"
+    );
+    assert_eq!(
+        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'refresh_reuse_in_grace'"),
+        1,
+        "a presentation inside the window is audited"
     );
     assert_eq!(
         app.refresh_with_cookie(&second).await.status,
@@ -309,16 +462,59 @@ async fn reuse_within_the_grace_window_is_refused_without_revoking() {
 }
 
 #[tokio::test]
-async fn the_grace_window_is_configurable() {
-    let clock = ManualClock::new();
-    let app = {
-        let clock = Arc::clone(&clock);
-        TestApp::spawn_with(move |c| {
-            c.clock = clock;
-            c.refresh_reuse_grace = Duration::ZERO;
-        })
+async fn the_grace_window_ends_to_the_millisecond() {
+    let (app, clock) = app_with_clock().await;
+    let login = app.signed_in("edge").await;
+    let first = login.refresh_cookie().unwrap();
+    let second = app
+        .refresh_with_cookie(&first)
         .await
-    };
+        .refresh_cookie()
+        .unwrap();
+    // Whole seconds would still call 2.5 s "2 s, inside".
+    clock.advance(Duration::milliseconds(2_500));
+    assert_eq!(app.refresh_with_cookie(&first).await.status, 401);
+    assert_eq!(
+        app.refresh_with_cookie(&second).await.status,
+        401,
+        "reuse after the window revokes the family"
+    );
+}
+
+#[tokio::test]
+async fn the_grace_window_covers_only_the_newest_rotation() {
+    let (app, _clock) = app_with_clock().await;
+    let login = app.signed_in("line").await;
+    let first = login.refresh_cookie().unwrap();
+    let second = app
+        .refresh_with_cookie(&first)
+        .await
+        .refresh_cookie()
+        .unwrap();
+    let third = app
+        .refresh_with_cookie(&second)
+        .await
+        .refresh_cookie()
+        .unwrap();
+    // Still within 2 s of its rotation, but the token that replaced it has
+    // been used in turn: a stolen copy of `first`, not a racing tab.
+    let replay = app.refresh_with_cookie(&first).await;
+    assert_eq!(replay.status, 401);
+    assert!(replay.set_cookie().unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        app.refresh_with_cookie(&third).await.status,
+        401,
+        "the family is revoked"
+    );
+    assert_eq!(
+        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'refresh_reuse_detected'"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_grace_window_is_configurable() {
+    let app = TestApp::spawn_with(|c| c.refresh_reuse_grace = Duration::ZERO).await;
     let login = app.signed_in("nograce").await;
     let first = login.refresh_cookie().unwrap();
     let second = app
@@ -326,7 +522,7 @@ async fn the_grace_window_is_configurable() {
         .await
         .refresh_cookie()
         .unwrap();
-    clock.advance(Duration::seconds(1));
+    // Zero means no window at all, not "within the same second".
     assert_eq!(app.refresh_with_cookie(&first).await.status, 401);
     assert_eq!(
         app.refresh_with_cookie(&second).await.status,
@@ -430,6 +626,66 @@ async fn logout_ends_the_login_and_clears_the_cookie() {
     assert_eq!(
         anonymous.status, 200,
         "logging out without a session is fine"
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_the_access_tokens_of_that_login_at_once() {
+    let app = TestApp::spawn().await;
+    let laptop = app.signed_in("kim").await;
+    let phone = app.login("kim@example.com", STRONG_PASSWORD).await;
+    let (laptop_access, phone_access) = (laptop.access_token(), phone.access_token());
+    assert_eq!(app.get_with_token(ME, &laptop_access).await.status, 200);
+    let cookie = format!("refresh_token={}", laptop.refresh_cookie().unwrap());
+    let out = app
+        .request("POST", "/api/v1/auth/logout", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(out.status, 200);
+    assert_eq!(
+        app.get_with_token(ME, &laptop_access).await.status,
+        401,
+        "the access token of the ended login stops at once, not in 15 minutes"
+    );
+    assert_eq!(
+        app.get_with_token(ME, &phone_access).await.status,
+        200,
+        "another login of the same user goes on"
+    );
+
+    // A client holding only the access token ends its login with it.
+    let bearer = format!("Bearer {phone_access}");
+    let out = app
+        .request(
+            "POST",
+            "/api/v1/auth/logout",
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(out.status, 200);
+    assert_eq!(app.get_with_token(ME, &phone_access).await.status, 401);
+    assert_eq!(
+        app.refresh_with_cookie(&phone.refresh_cookie().unwrap())
+            .await
+            .status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn refresh_reuse_ends_the_access_tokens_of_the_family() {
+    let (app, clock) = app_with_clock().await;
+    let login = app.signed_in("stolen").await;
+    let first = login.refresh_cookie().unwrap();
+    let rotated = app.refresh_with_cookie(&first).await;
+    let access = rotated.access_token();
+    assert_eq!(app.get_with_token(ME, &access).await.status, 200);
+    clock.advance(Duration::seconds(3));
+    assert_eq!(app.refresh_with_cookie(&first).await.status, 401);
+    assert_eq!(
+        app.get_with_token(ME, &access).await.status,
+        401,
+        "a revoked family's access tokens stop too"
     );
 }
 

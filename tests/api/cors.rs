@@ -333,3 +333,69 @@ async fn without_configured_origins_there_are_no_cors_headers_and_no_vary() {
         assert!(!varies_on_origin(&response), "{what}: no Vary: Origin");
     }
 }
+
+/// A refresh with the cookie and an `Origin` header.
+async fn refresh_from(app: &TestApp, cookie: &str, origin: Option<&str>) -> TestResponse {
+    let cookie = format!("refresh_token={cookie}");
+    let mut headers = vec![("cookie", cookie.as_str())];
+    if let Some(origin) = origin {
+        headers.push(("origin", origin));
+    }
+    app.request("POST", "/api/v1/auth/refresh", &headers, None)
+        .await
+}
+
+#[tokio::test]
+async fn a_foreign_origin_cannot_spend_the_refresh_cookie() {
+    let app = spawn_with_cors().await;
+    let login = app.signed_in("cookie").await;
+    let token = login.refresh_cookie().unwrap();
+    for foreign in [
+        "https://evil.example",
+        "http://localhost",
+        "https://localhost:1",
+        "null",
+    ] {
+        let refused = refresh_from(&app, &token, Some(foreign)).await;
+        assert_eq!(refused.status, 403, "{foreign}: {:?}", refused.body);
+        assert!(refused.set_cookie().is_none(), "{foreign}");
+        let cookie = format!("refresh_token={token}");
+        let logout = app
+            .request(
+                "POST",
+                "/api/v1/auth/logout",
+                &[("cookie", &cookie), ("origin", foreign)],
+                None,
+            )
+            .await;
+        assert_eq!(logout.status, 403, "{foreign}");
+    }
+    // Nothing was consumed: the same token still rotates, from our own
+    // origin (the test client sends `Host: localhost`).
+    let own = refresh_from(&app, &token, Some("https://localhost")).await;
+    assert_eq!(own.status, 200, "{:?}", own.body);
+    let next = own.refresh_cookie().unwrap();
+    let configured = refresh_from(&app, &next, Some(ALLOWED)).await;
+    assert_eq!(configured.status, 200);
+    let next = configured.refresh_cookie().unwrap();
+    let no_origin = refresh_from(&app, &next, None).await;
+    assert_eq!(no_origin.status, 200, "non-browser clients send no Origin");
+
+    // A token in the body is not ambient: no Origin rule applies.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "refresh_token": no_origin.refresh_cookie().unwrap()
+    }))
+    .unwrap();
+    let in_body = app
+        .request(
+            "POST",
+            "/api/v1/auth/refresh",
+            &[
+                ("content-type", "application/json"),
+                ("origin", "https://evil.example"),
+            ],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(in_body.status, 200);
+}

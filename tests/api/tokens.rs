@@ -477,3 +477,59 @@ async fn an_access_token_in_the_url_is_ignored() {
         assert_eq!(response.status, 200, "{path}: {:?}", response.body);
     }
 }
+
+#[tokio::test]
+async fn rejected_tokens_are_audited_once_per_client_per_minute() {
+    let app = TestApp::spawn().await;
+    let login = app.signed_in("auditee").await;
+    let token = login.access_token();
+    assert_eq!(
+        app.post_with_token("/api/v1/auth/logout-all", &token)
+            .await
+            .status,
+        200
+    );
+    for _ in 0..5 {
+        assert_eq!(app.get_with_token(ME, &token).await.status, 401);
+        assert_eq!(
+            app.get_with_token(ME, "garbage.token.here").await.status,
+            401
+        );
+    }
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let rows: Vec<(Option<String>, String, String)> = conn
+        .prepare(
+            "SELECT user_id, client_ip, json_extract(detail, '$.reason') FROM audit_log \
+             WHERE event = 'token_rejected'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one event per client per minute: {rows:?}");
+    let (user_id, client_ip, reason) = &rows[0];
+    assert_eq!(reason, "revoked");
+    assert_eq!(client_ip, "127.0.0.1");
+    assert_eq!(
+        user_id.as_deref(),
+        login_user_id(&app, &token).as_deref(),
+        "a token we signed names its user"
+    );
+    // No credentials at all is not a rejected token.
+    assert_eq!(app.get(ME).await.status, 401);
+    let total: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE event = 'token_rejected'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(total, 1);
+}
+
+/// The `sub` claim of an access token.
+fn login_user_id(_app: &TestApp, token: &str) -> Option<String> {
+    let claims: Value = serde_json::from_slice(&b64url_decode(token.split('.').nth(1)?)).ok()?;
+    claims["sub"].as_str().map(str::to_owned)
+}

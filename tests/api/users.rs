@@ -91,6 +91,94 @@ async fn the_profile_can_change_name_and_email_but_nothing_else() {
 }
 
 #[tokio::test]
+async fn wrong_current_passwords_count_towards_the_lockout_and_are_audited() {
+    let app = TestApp::spawn().await;
+    let login = app.signed_in("thief").await;
+    let token = login.access_token();
+    let path = "/api/v1/users/me/change-password";
+    let new_password = "Another-Strong-Pass-8";
+    for i in 0..5 {
+        let wrong = app
+            .call(
+                "POST",
+                path,
+                Some(&token),
+                Some(&json!({"current_password": format!("Guess-{i}-xX!"), "new_password": new_password})),
+            )
+            .await;
+        assert_eq!(wrong.status, 400, "{:?}", wrong.body);
+    }
+    assert_eq!(audit_count(&app, "password_change_failure"), 5);
+    assert_eq!(audit_count(&app, "lockout"), 1);
+    // A stolen access token guessed its way to the lock: now even the right
+    // password is refused, here and at the login form.
+    let right = app
+        .call(
+            "POST",
+            path,
+            Some(&token),
+            Some(&json!({"current_password": STRONG_PASSWORD, "new_password": new_password})),
+        )
+        .await;
+    assert_eq!(right.status, 400);
+    assert_eq!(right.json()["detail"], "Current password is incorrect");
+    assert_eq!(
+        app.login("thief@example.com", STRONG_PASSWORD).await.status,
+        401
+    );
+    assert_eq!(audit_count(&app, "password_change"), 0);
+}
+
+#[tokio::test]
+async fn change_password_shares_the_login_rate_limit() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits = Some(secure_api::config::default_rate_limits());
+    })
+    .await;
+    let login = app.signed_in("guesser").await;
+    let token = login.access_token();
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let response = app
+            .call(
+                "POST",
+                "/api/v1/users/me/change-password",
+                Some(&token),
+                Some(&json!({"current_password": format!("Guess-{i}-xX!"), "new_password": "Another-Strong-Pass-8"})),
+            )
+            .await;
+        statuses.push(response.status);
+    }
+    // The login above took one of the 5 a minute.
+    assert_eq!(statuses, [400, 400, 400, 400, 429], "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_viewer_can_change_its_own_password() {
+    let app = TestApp::spawn().await;
+    let viewer = app.account("reader", "viewer").await;
+    let changed = app
+        .call(
+            "POST",
+            "/api/v1/users/me/change-password",
+            Some(&viewer.token),
+            Some(&json!({"current_password": STRONG_PASSWORD, "new_password": "Another-Strong-Pass-8"})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    // Its role still grants no writes elsewhere.
+    let profile = app
+        .call(
+            "PUT",
+            ME,
+            Some(&changed.access_token()),
+            Some(&json!({"full_name": "Nope"})),
+        )
+        .await;
+    assert_eq!(profile.status, 403);
+}
+
+#[tokio::test]
 async fn changing_the_password_ends_every_other_session_and_renews_the_callers() {
     let app = TestApp::spawn().await;
     let laptop = app.signed_in("quinn").await;
