@@ -132,7 +132,7 @@ impl Application {
             },
             settings: RwLock::new(settings),
             started_at,
-            cors: Cors::new(config.cors_origins.clone()),
+            browser_origins: config.cors_origins.clone(),
             hooks: config.hooks.clone(),
         });
         // The dummy hash that unknown emails are checked against is made now,
@@ -146,7 +146,7 @@ impl Application {
             .map_err(|e| anyhow!(e))?;
         let edge = Edge {
             client_ip: ClientIpResolver::new(config.trusted_proxies.clone()),
-            cors: state.cors.clone(),
+            cors: Cors::new(config.cors_origins.clone()),
             rate_limits,
             ..Edge::default()
         };

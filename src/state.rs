@@ -12,7 +12,6 @@ use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenSigner;
 use crate::clock::Clock;
 use crate::domain::lockout::LockoutPolicy;
-use crate::http::cors::Cors;
 use crate::store::Store;
 
 pub struct AppState {
@@ -24,8 +23,8 @@ pub struct AppState {
     pub sessions: SessionPolicy,
     pub settings: RwLock<RuntimeSettings>,
     pub started_at: Instant,
-    /// The configured browser origins, which may also spend the refresh cookie.
-    pub cors: Cors,
+    /// The configured CORS origins, which may also spend the refresh cookie.
+    pub browser_origins: Vec<String>,
     pub hooks: TestHooks,
 }
 

@@ -306,7 +306,7 @@ async fn presented_refresh_token(
 ) -> Result<Option<String>, ApiError> {
     if let Some(cookie) = read_cookie(req.headers(), REFRESH_COOKIE) {
         let authority = req.uri().authority().map(|a| a.as_str());
-        if !cors::origin_may_use_cookie(req.headers(), authority, &ctx.state.cors) {
+        if !cors::origin_may_use_cookie(req.headers(), authority, &ctx.state.browser_origins) {
             return Err(ApiError::Forbidden {
                 code: "origin_refused",
                 detail: "Cross-origin use of the session cookie is not allowed",
