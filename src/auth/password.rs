@@ -113,23 +113,34 @@ type Job = Box<dyn FnOnce() + Send>;
 /// CAP_SYS_NICE).
 struct HashPool {
     jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+    /// Kernel ids of the running threads (tests look up their priority).
+    #[cfg_attr(not(test), allow(dead_code))]
+    thread_ids: Vec<rustix::thread::Pid>,
 }
 
 impl HashPool {
+    /// Returns once every thread that could be started runs at its lower
+    /// priority, so no hash is ever computed at the runtime's priority.
     fn start(workers: usize) -> Self {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        let (started, ready) = mpsc::channel::<rustix::thread::Pid>();
+        let mut spawned_count = 0;
         for _ in 0..workers {
             let receiver = Arc::clone(&receiver);
+            let started = started.clone();
             let spawned = std::thread::Builder::new()
                 .name("secure-api-hash".to_owned())
                 .spawn(move || {
-                    if let Err(e) = rustix::process::setpriority_process(
-                        Some(rustix::thread::gettid()),
-                        HASH_THREAD_NICE,
-                    ) {
+                    let tid = rustix::thread::gettid();
+                    if let Err(e) =
+                        rustix::process::setpriority_process(Some(tid), HASH_THREAD_NICE)
+                    {
                         tracing::warn!(error = %e, "could not lower the hashing thread's priority");
                     }
+                    // The pool may have given up waiting; the thread still serves.
+                    let _ = started.send(tid);
+                    drop(started);
                     loop {
                         let next = match receiver.lock() {
                             Ok(guard) => guard.recv(),
@@ -142,12 +153,16 @@ impl HashPool {
                         }
                     }
                 });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not start a hashing thread");
+            match spawned {
+                Ok(_) => spawned_count += 1,
+                Err(e) => tracing::error!(error = %e, "could not start a hashing thread"),
             }
         }
+        drop(started);
+        let thread_ids = ready.iter().take(spawned_count).collect();
         Self {
             jobs: std::sync::Mutex::new(sender),
+            thread_ids,
         }
     }
 
@@ -554,18 +569,15 @@ mod tests {
     #[tokio::test]
     async fn hashing_threads_run_at_a_lower_priority() {
         let hasher = PasswordHasher::new(fast(), 2, 0);
-        hasher
-            .hash(&SecretString::new("Correct-Horse-9".to_owned()))
-            .await
-            .unwrap();
-        let mut niced = 0;
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let dir = task.unwrap().path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            if comm.trim() != "secure-api-hash" {
-                continue;
-            }
-            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Exactly this pool's threads, all started when `new` returned:
+        // other tests' pools in this process do not count.
+        let thread_ids = &hasher.pool.thread_ids;
+        assert_eq!(thread_ids.len(), 2);
+        for tid in thread_ids {
+            let task = format!("/proc/self/task/{}", tid.as_raw_nonzero());
+            let comm = std::fs::read_to_string(format!("{task}/comm")).unwrap();
+            assert_eq!(comm.trim(), "secure-api-hash");
+            let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap();
             // Field 19 (nice) counted after the parenthesised command name.
             let after_name = stat.rsplit_once(')').unwrap().1;
             let nice: i32 = after_name
@@ -575,9 +587,7 @@ mod tests {
                 .parse()
                 .unwrap();
             assert_eq!(nice, HASH_THREAD_NICE);
-            niced += 1;
         }
-        assert!(niced >= 2, "found {niced} hashing threads");
     }
 
     #[tokio::test]
