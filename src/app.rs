@@ -34,7 +34,7 @@ pub struct Application {
     app: Arc<HttpApp>,
     limits: ServerLimits,
     local_addr: SocketAddr,
-    generated: Vec<String>,
+    notices: Vec<String>,
 }
 
 impl Application {
@@ -46,7 +46,9 @@ impl Application {
                 config.data_dir.display()
             )
         })?;
-        let mut generated = Vec::new();
+        let mut notices: Vec<String> = files::shared_dir_warning(&config.data_dir)
+            .into_iter()
+            .collect();
 
         let (cert_path, key_path) = match &config.tls {
             TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
@@ -55,7 +57,7 @@ impl Application {
                 let key = config.data_dir.join(GENERATED_TLS_KEY);
                 if !cert.exists() && !key.exists() {
                     tls::generate(&cert, &key).map_err(|e| anyhow!(e))?;
-                    generated.push(format!(
+                    notices.push(format!(
                         "generated a self-signed TLS certificate for localhost: {} (key {})",
                         cert.display(),
                         key.display()
@@ -74,7 +76,7 @@ impl Application {
                 let path = config.data_dir.join(GENERATED_JWT_KEY);
                 let (key, was_generated) = keys::load_or_generate(&path).map_err(|e| anyhow!(e))?;
                 if was_generated {
-                    generated.push(format!(
+                    notices.push(format!(
                         "generated a random 256-bit JWT key: {}",
                         path.display()
                     ));
@@ -163,7 +165,7 @@ impl Application {
             app,
             limits: config.server,
             local_addr,
-            generated,
+            notices,
         })
     }
 
@@ -183,9 +185,10 @@ impl Application {
         Arc::clone(&self.certs)
     }
 
-    /// What was generated on this start (for the operator to hear about).
-    pub fn generated(&self) -> &[String] {
-        &self.generated
+    /// What the operator must hear about from this start: secrets that
+    /// were generated, a data directory open to others.
+    pub fn notices(&self) -> &[String] {
+        &self.notices
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {

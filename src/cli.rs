@@ -30,6 +30,8 @@ pub enum Command {
     Backup(BackupArgs),
     /// Create missing secrets for systemd credentials: a JWT key and a self-signed certificate
     InitSecrets(InitSecretsArgs),
+    /// Clear the lockout of an account (recovery when every admin is locked out)
+    Unlock(UnlockArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,7 +110,9 @@ pub struct ServeArgs {
     pub jwt_secret_file: Option<PathBuf>,
     #[command(flatten)]
     pub hash: HashArgs,
-    /// Password hashes computed at once [default: number of CPU cores]
+    /// Password hashes computed at once [default: CPU cores, at most 4: each
+    /// worker keeps --argon2-memory-kib of memory, and serve refuses to start
+    /// when workers x that + 256 MiB exceed the cgroup memory limit]
     #[arg(long, env = "SECURE_API_HASH_WORKERS", value_name = "N")]
     pub hash_workers: Option<usize>,
     /// Password hashes allowed to wait; past that, 503 with Retry-After
@@ -282,6 +286,15 @@ pub struct CreateAdminArgs {
     pub password_file: Option<PathBuf>,
     #[command(flatten)]
     pub hash: HashArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Email of the locked-out account
+    #[arg(long)]
+    pub email: String,
 }
 
 #[derive(Debug, Args)]

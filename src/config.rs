@@ -277,9 +277,18 @@ pub fn hash_params(args: &HashArgs) -> HashParams {
     }
 }
 
-/// One hashing worker per core: hashing is pure CPU.
+/// Hashing is pure CPU, so at most one worker per core; and each worker
+/// keeps its Argon2 memory (64 MiB by default), so no more than four by
+/// default: that fits the unit's `MemoryMax=` on any host, and four already
+/// verify more logins a second than the login rate limits let through.
+pub const MAX_DEFAULT_HASH_WORKERS: usize = 4;
+
 fn default_hash_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    hash_workers_for_cores(std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+fn hash_workers_for_cores(cores: usize) -> usize {
+    cores.clamp(1, MAX_DEFAULT_HASH_WORKERS)
 }
 
 #[cfg(test)]
@@ -361,6 +370,19 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn hash_workers_default_to_the_cores_but_at_most_four() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let config = Config::from_args(&serve_args(&[]), None).unwrap();
+        assert_eq!(config.hash_workers, cores.min(MAX_DEFAULT_HASH_WORKERS));
+        // The 16-core host of the audit gets 4 x 64 MiB, not 16 x 64 MiB.
+        assert_eq!(hash_workers_for_cores(16), 4);
+        assert_eq!(hash_workers_for_cores(2), 2);
+        // An explicit choice is the operator's, within the memory check.
+        let many = Config::from_args(&serve_args(&["--hash-workers", "16"]), None).unwrap();
+        assert_eq!(many.hash_workers, 16);
     }
 
     #[test]

@@ -16,6 +16,24 @@ pub fn ensure_private_dir(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
+/// A warning when group or others may list or enter `path`. The data
+/// directory holds the database, its WAL and generated keys: their own 0600
+/// modes are then the only thing between them and every local account, and
+/// a file restored or copied in with a looser mode is readable at once. Not
+/// a refusal: a directory made by hand or by a provisioning step with the
+/// default umask (0755) is common, and everything we write in it is 0600.
+pub fn shared_dir_warning(path: &Path) -> Option<String> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the data directory {} is open to group or others (mode {mode:04o}); \
+             run `chmod 700 {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
 /// Creates a new file with mode 0600; fails if it already exists.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
@@ -54,6 +72,20 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_open_to_group_or_others_is_warned_about() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(shared_dir_warning(&dir), None);
+        for mode in [0o750, 0o705, 0o701, 0o770, 0o755] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            let warning = shared_dir_warning(&dir).unwrap();
+            assert!(warning.contains(&format!("mode {mode:04o}")), "{warning}");
+            assert!(warning.contains("chmod 700"), "{warning}");
+        }
+    }
 
     #[test]
     fn private_files_and_dirs_have_owner_only_modes() {

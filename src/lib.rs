@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod files;
 pub mod http;
+pub mod memory_limit;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::CreateAdmin(args) => commands::create_admin::run(args),
         Command::Backup(args) => commands::backup::run(args),
         Command::InitSecrets(args) => commands::init_secrets::run(args),
+        Command::Unlock(args) => commands::unlock::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ pub mod create_admin;
 pub mod init_secrets;
 pub mod migrate;
 pub mod serve;
+pub mod unlock;
 
 /// A command that ran but has a negative answer (e.g. `migrate --check` with a
 /// pending migration): exit 1 after printing `message`, which is not an error.

@@ -4,6 +4,7 @@ use sd_notify::NotifyState;
 use crate::app::Application;
 use crate::cli::ServeArgs;
 use crate::config::Config;
+use crate::memory_limit;
 use crate::server::signals::{reload_signal, shutdown_signal};
 use crate::telemetry;
 
@@ -11,6 +12,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let flush_logs = telemetry::init(args.log_format, &args.log_level).map_err(|e| anyhow!(e))?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = Config::from_args(&args, credentials.as_deref()).map_err(|e| anyhow!(e))?;
+    if let Some(limit) = memory_limit::current() {
+        memory_limit::check_hashing_fits(config.hash_workers, config.hash.memory_kib, limit)
+            .map_err(|e| anyhow!(e))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("secure-api")
@@ -28,7 +33,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         });
-        for notice in app.generated() {
+        for notice in app.notices() {
             // Loud on purpose: an operator must notice secrets appearing.
             eprintln!("secure-api: NOTICE: {notice}");
             tracing::warn!("{notice}");

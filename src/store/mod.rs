@@ -685,6 +685,42 @@ pub fn create_user_blocking(conn: &mut Connection, user: &NewUser) -> Result<Use
     Ok(created)
 }
 
+/// What `secure-api unlock` found and did.
+#[derive(Debug)]
+pub struct Unlocked {
+    pub user: User,
+    /// Whether a lock was in force (a count of failures alone is cleared too).
+    pub was_locked: bool,
+}
+
+/// Clears the lockout of the account with `email` and audits it, in one
+/// transaction; `None` when there is no such account.
+pub fn unlock_by_email_blocking(
+    conn: &mut Connection,
+    email: &str,
+    now: OffsetDateTime,
+    event: AuditEvent,
+) -> Result<Option<Unlocked>, StoreError> {
+    Plan::CURRENT.ensure_ready(conn)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(found) = users::credentials_by_email(&tx, email)? else {
+        return Ok(None);
+    };
+    let user_id = found.user.id.as_str().to_owned();
+    let was_locked = users::guard_state(&tx, &user_id)?
+        .and_then(|state| state.locked_until)
+        .is_some_and(|until| until > now);
+    users::unlock(&tx, &user_id, now)?;
+    let mut event = event;
+    event.user_id = Some(user_id);
+    audit::insert(&tx, &event, now)?;
+    tx.commit()?;
+    Ok(Some(Unlocked {
+        user: found.user,
+        was_locked,
+    }))
+}
+
 /// A finished Argon2 check of a password against `seen`.
 #[derive(Debug, Clone)]
 pub struct PasswordCheck {

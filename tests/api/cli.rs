@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    FAST_HASH_ARGS, STRONG_PASSWORD, client_config, create_admin, mode_of, run_cli, serve_args,
-    start_server, tls_connect,
+    FAST_HASH_ARGS, STRONG_PASSWORD, TestApp, client_config, create_admin, mode_of, run_cli,
+    serve_args, start_server, tls_connect,
 };
 
 fn stderr_of(output: &std::process::Output) -> String {
@@ -107,6 +107,21 @@ async fn serve_refuses_a_tls_key_readable_by_others() {
     let output = run_cli(&serve_args(&data, &[]), None).await;
     assert_one_line_error(&output, "readable by group or others");
     assert!(stderr_of(&output).contains("chmod 600"));
+}
+
+#[tokio::test]
+async fn serve_warns_about_a_data_directory_open_to_group_or_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_, quiet) = start_server(&data, &[]).await.stop().await;
+    assert!(!quiet.contains("open to group or others"), "{quiet}");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (status, stderr) = start_server(&data, &[]).await.stop().await;
+    assert!(status.success());
+    assert!(
+        stderr.contains("open to group or others (mode 0755); run `chmod 700"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -399,4 +414,192 @@ async fn console_log_format_is_available() {
         !stdout.trim_start().starts_with('{'),
         "console lines: {stdout}"
     );
+}
+
+#[tokio::test]
+async fn unlock_clears_a_lockout_from_the_command_line_and_is_audited() {
+    let app = TestApp::spawn().await;
+    let data = app.data_dir();
+    let data_arg = data.to_str().unwrap();
+    let email = "locked@example.com";
+    assert_eq!(app.register("lockedout", email).await.status, 201);
+    for _ in 0..5 {
+        assert_eq!(app.login(email, "Wrong-Password-1").await.status, 401);
+    }
+    assert_eq!(
+        app.login(email, STRONG_PASSWORD).await.status,
+        401,
+        "locked"
+    );
+
+    // The server keeps running: the command writes beside it.
+    let output = run_cli(
+        &[
+            "unlock",
+            "--data-dir",
+            data_arg,
+            "--email",
+            "Locked@Example.com",
+        ],
+        None,
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("unlocked lockedout ("),
+        "{output:?}"
+    );
+    assert_eq!(app.login(email, STRONG_PASSWORD).await.status, 200);
+
+    let admin = create_admin(&data, "opsadmin", "ops@example.com", STRONG_PASSWORD).await;
+    assert!(admin.status.success(), "{admin:?}");
+    let token = app
+        .login("ops@example.com", STRONG_PASSWORD)
+        .await
+        .access_token();
+    let audit = app
+        .get_with_token("/api/v1/admin/audit?event=unlock", &token)
+        .await;
+    assert_eq!(audit.status, 200);
+    let items = audit.json()["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["detail"]["via"], "command_line");
+    assert!(items[0]["user_id"].is_string());
+
+    // Not locked: nothing to clear, and said so.
+    let again = run_cli(&["unlock", "--data-dir", data_arg, "--email", email], None).await;
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("was not locked"));
+}
+
+#[tokio::test]
+async fn unlock_refuses_unknown_accounts_bad_emails_and_missing_databases() {
+    let app = TestApp::spawn().await;
+    let data = app.data_dir();
+    let data_arg = data.to_str().unwrap();
+    assert_eq!(
+        app.register("someone", "someone@example.com").await.status,
+        201
+    );
+    let unknown = run_cli(
+        &[
+            "unlock",
+            "--data-dir",
+            data_arg,
+            "--email",
+            "nobody@example.com",
+        ],
+        None,
+    )
+    .await;
+    assert_one_line_error(&unknown, "no account with that email");
+    let invalid = run_cli(&["unlock", "--data-dir", data_arg, "--email", "nope"], None).await;
+    assert_one_line_error(&invalid, "--email");
+    let empty = tempfile::tempdir().unwrap();
+    let missing = run_cli(
+        &[
+            "unlock",
+            "--data-dir",
+            empty.path().to_str().unwrap(),
+            "--email",
+            "someone@example.com",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        !empty.path().join("secure-api.db").exists(),
+        "nothing created"
+    );
+    let usage = run_cli(&["unlock", "--data-dir", data_arg], None).await;
+    assert_eq!(usage.status.code(), Some(2), "--email is required");
+}
+
+/// A private memory cgroup with `limit` bytes, removed on drop; `None` (and
+/// one loud line) where this machine does not let the test make one.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    fn create(limit: u64) -> Option<Self> {
+        let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let name = format!("secure-api-test-{}", std::process::id());
+        for line in membership.lines() {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next(), fields.next()?, fields.next()?);
+            let (mount, file) = if controllers.split(',').any(|c| c == "memory") {
+                ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+            } else if controllers.is_empty() {
+                ("/sys/fs/cgroup", "memory.max")
+            } else {
+                continue;
+            };
+            let dir = std::path::Path::new(mount)
+                .join(path.trim_start_matches('/'))
+                .join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let made = Self { dir };
+            if std::fs::write(made.dir.join(file), limit.to_string()).is_ok() {
+                return Some(made);
+            }
+        }
+        eprintln!(
+            "SKIPPED: cannot create a memory cgroup here (needs root and a writable cgroup fs)"
+        );
+        None
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_more_hashing_memory_than_its_cgroup_allows() {
+    let Some(cgroup) = MemoryCgroup::create(512 * 1024 * 1024) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Joins the cgroup, then becomes `secure-api serve` with the real
+    // Argon2 memory (64 MiB), so the sums are the production ones.
+    let serve_in_cgroup = |workers: &str| {
+        let procs = cgroup.dir.join("cgroup.procs");
+        let script = format!("echo $$ > '{}' && exec \"$0\" \"$@\"", procs.display());
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .args(["-c", &script, crate::helpers::bin(), "serve"])
+            .args(["--listen", "127.0.0.1:0", "--rate-limit", "off"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--hash-workers", workers])
+            .env_clear();
+        command
+    };
+    // 8 x 64 MiB + 256 MiB > 512 MiB: refused at once, naming both numbers.
+    let refused = tokio::time::timeout(Duration::from_secs(60), serve_in_cgroup("8").output())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_one_line_error(&refused, "only 512 MiB");
+    let stderr = stderr_of(&refused);
+    assert!(stderr.contains("512 MiB (8 workers x 64 MiB"), "{stderr}");
+    assert!(
+        !data.join("secure-api.db").exists(),
+        "refused before any write"
+    );
+
+    // 2 x 64 MiB + 256 MiB fits.
+    let server = crate::helpers::start_serving(serve_in_cgroup("2")).await;
+    let (status, _) = server.stop().await;
+    assert!(status.success());
 }

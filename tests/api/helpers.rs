@@ -376,10 +376,18 @@ pub async fn start_server_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> ServerProcess {
-    let mut child = Command::new(bin())
+    let mut command = Command::new(bin());
+    command
         .args(serve_args(data_dir, extra))
         .env_clear()
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    start_serving(command).await
+}
+
+/// Runs `command`, a prepared `serve` (possibly behind a wrapper), until it
+/// logs its address.
+pub async fn start_serving(mut command: Command) -> ServerProcess {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
