@@ -21,7 +21,8 @@ use crate::http::client_ip::ClientIpResolver;
 use crate::http::cors::Cors;
 use crate::http::middleware::{Edge, HttpApp};
 use crate::http::ratelimit::RateLimits;
-use crate::http::router::{Router, table_with};
+use crate::http::router::Router;
+use crate::routes::table::{self, Optional};
 use crate::server::{self, ServerLimits, tls};
 use crate::state::{AppState, HttpLimits, SessionPolicy};
 use crate::store::Store;
@@ -154,7 +155,10 @@ impl Application {
         };
         let app = Arc::new(HttpApp::new(
             state,
-            Router::new(table_with(config.panic_probe, config.expose_openapi)),
+            Router::new(table::table(Optional {
+                openapi: config.expose_openapi,
+                panic_probe: config.panic_probe,
+            })),
             edge,
         ));
         Ok(Self {

@@ -1,7 +1,8 @@
 //! secure-api: a self-contained HTTPS API for users, sessions and roles.
 //!
 //! Layering (dependencies point inwards, see README "Architecture"):
-//! `domain` ← `store`, `auth` ← `routes` ← `http` ← `server` ← `app` ← `commands`.
+//! `domain` ← `store`, `auth` ← `state` ← `http` ← `routes` ← `app` ← `commands`,
+//! and `http` ← `server` ← `app` (enforced by `tests/api/layers.rs`).
 //! Only `store` knows SQL; only `server` knows sockets and TLS.
 #![forbid(unsafe_code)]
 

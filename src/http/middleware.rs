@@ -118,10 +118,6 @@ impl HttpApp {
             + self.edge.token_rejections.tidy()
     }
 
-    pub fn router(&self) -> &Router {
-        &self.router
-    }
-
     pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
         let request_id: Arc<str> = incoming_request_id(req.headers())
             .map(Arc::from)

@@ -1,30 +1,6 @@
-//! The whole route table, in one place, so one file answers "what can be
-//! called, and by whom". Every route names its access rule; a route without
-//! one does not compile.
-//!
-//! | method | path                       | access |
-//! |--------|----------------------------|--------|
-//! | GET    | /health                    | public |
-//! | GET    | /health/ready              | public |
-//! | POST   | /api/v1/auth/register      | public |
-//! | POST   | /api/v1/auth/login         | public |
-//! | POST   | /api/v1/auth/refresh       | public (refresh token) |
-//! | POST   | /api/v1/auth/logout        | public (refresh token, optional) |
-//! | POST   | /api/v1/auth/logout-all    | authenticated |
-//! | GET    | /api/v1/users/me           | self:read |
-//! | PUT    | /api/v1/users/me           | self:write |
-//! | POST   | /api/v1/users/me/change-password | authenticated |
-//! | GET    | /api/v1/users              | users:read |
-//! | POST   | /api/v1/users              | users:write |
-//! | GET    | /api/v1/users/{id}         | users:read |
-//! | PATCH  | /api/v1/users/{id}         | users:write |
-//! | POST   | /api/v1/users/{id}/unlock  | users:write |
-//! | DELETE | /api/v1/users/{id}         | users:delete |
-//! | GET    | /api/v1/admin/stats        | admin:read |
-//! | GET    | /api/v1/admin/config       | admin:read |
-//! | POST   | /api/v1/admin/config       | admin:write |
-//! | GET    | /api/v1/admin/audit        | admin:read |
-//! | GET    | /api/v1/openapi.json       | public, only with `--expose-openapi` |
+//! Generic routing: the request context a handler gets, the handler type,
+//! the access rule every route declares, and path/method matching. It knows
+//! no handler; the table lives with them in `routes::table`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,7 +14,6 @@ use super::authenticate::Principal;
 use super::error::ApiError;
 use super::response::Body;
 use crate::domain::rbac::Permission;
-use crate::routes;
 use crate::state::AppState;
 
 pub type HandlerResult = Result<Response<Body>, ApiError>;
@@ -92,176 +67,28 @@ pub struct Route {
 }
 
 /// Wraps an `async fn(Ctx, Request<Incoming>) -> HandlerResult` as a `Handler`.
+#[macro_export]
 macro_rules! handler {
     ($f:path) => {{
-        fn boxed(ctx: Ctx, req: Request<Incoming>) -> HandlerFuture {
+        fn boxed(
+            ctx: $crate::http::router::Ctx,
+            req: ::http::Request<::hyper::body::Incoming>,
+        ) -> $crate::http::router::HandlerFuture {
             Box::pin($f(ctx, req))
         }
-        boxed as Handler
+        boxed as $crate::http::router::Handler
     }};
 }
 
-fn route(method: Method, path: &'static str, access: Access, handler: Handler) -> Route {
-    Route {
-        method,
-        path,
-        access,
-        handler,
+impl Route {
+    pub fn new(method: Method, path: &'static str, access: Access, handler: Handler) -> Self {
+        Self {
+            method,
+            path,
+            access,
+            handler,
+        }
     }
-}
-
-/// The route table. `with_panic_probe` adds a route that panics, which only
-/// tests switch on, to prove a panicking handler costs one 500 and nothing more.
-pub fn table(with_panic_probe: bool) -> Vec<Route> {
-    table_with(with_panic_probe, false)
-}
-
-/// The table, with `GET /api/v1/openapi.json` when `expose_openapi` is set.
-pub fn table_with(with_panic_probe: bool, expose_openapi: bool) -> Vec<Route> {
-    use crate::domain::rbac::Permission::*;
-    use Access::Permission;
-    use routes::{admin, users};
-    let mut routes = vec![
-        route(
-            Method::GET,
-            "/health",
-            Access::Public,
-            handler!(routes::health::live),
-        ),
-        route(
-            Method::GET,
-            "/health/ready",
-            Access::Public,
-            handler!(routes::health::ready),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/auth/register",
-            Access::Public,
-            handler!(routes::auth::register),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/auth/login",
-            Access::Public,
-            handler!(routes::auth::login),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            Access::Public,
-            handler!(routes::auth::refresh),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/auth/logout",
-            Access::Public,
-            handler!(routes::auth::logout),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/auth/logout-all",
-            Access::Authenticated,
-            handler!(routes::auth::logout_all),
-        ),
-        route(
-            Method::GET,
-            "/api/v1/users/me",
-            Permission(SelfRead),
-            handler!(users::me),
-        ),
-        route(
-            Method::PUT,
-            "/api/v1/users/me",
-            Permission(SelfWrite),
-            handler!(users::update_me),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/users/me/change-password",
-            // Securing one's own account is never a role privilege: a viewer
-            // whose password leaked must be able to rotate it.
-            Access::Authenticated,
-            handler!(users::change_password),
-        ),
-        route(
-            Method::GET,
-            "/api/v1/users",
-            Permission(UsersRead),
-            handler!(users::list),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/users",
-            Permission(UsersWrite),
-            handler!(users::create),
-        ),
-        route(
-            Method::GET,
-            "/api/v1/users/{id}",
-            Permission(UsersRead),
-            handler!(users::get),
-        ),
-        route(
-            Method::PATCH,
-            "/api/v1/users/{id}",
-            Permission(UsersWrite),
-            handler!(users::patch),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/users/{id}/unlock",
-            Permission(UsersWrite),
-            handler!(users::unlock),
-        ),
-        route(
-            Method::DELETE,
-            "/api/v1/users/{id}",
-            Permission(UsersDelete),
-            handler!(users::delete),
-        ),
-        route(
-            Method::GET,
-            "/api/v1/admin/stats",
-            Permission(AdminRead),
-            handler!(admin::stats),
-        ),
-        route(
-            Method::GET,
-            "/api/v1/admin/config",
-            Permission(AdminRead),
-            handler!(admin::config),
-        ),
-        route(
-            Method::POST,
-            "/api/v1/admin/config",
-            Permission(AdminWrite),
-            handler!(admin::update_config),
-        ),
-        route(
-            Method::GET,
-            "/api/v1/admin/audit",
-            Permission(AdminRead),
-            handler!(admin::audit),
-        ),
-    ];
-    if expose_openapi {
-        routes.push(route(
-            Method::GET,
-            "/api/v1/openapi.json",
-            Access::Public,
-            handler!(routes::health::openapi),
-        ));
-    }
-    if with_panic_probe {
-        routes.push(route(
-            Method::GET,
-            "/api/v1/test/panic",
-            Access::Public,
-            handler!(routes::health::panic_probe),
-        ));
-    }
-    routes
 }
 
 enum Segment {
@@ -416,6 +243,10 @@ mod tests {
         Err(ApiError::NotFound)
     }
 
+    fn route(method: Method, path: &'static str, access: Access, handler: Handler) -> Route {
+        Route::new(method, path, access, handler)
+    }
+
     fn router() -> Router {
         Router::new(vec![
             route(
@@ -496,21 +327,6 @@ mod tests {
         match router.find(&Method::PUT, "/api/v1/users") {
             Match::MethodNotAllowed { allow, .. } => assert_eq!(allow, "GET, POST, HEAD"),
             _ => panic!("expected 405"),
-        }
-    }
-
-    #[test]
-    fn the_real_table_has_no_duplicate_method_and_path() {
-        let table = table(true);
-        for (i, a) in table.iter().enumerate() {
-            for b in table.iter().skip(i + 1) {
-                assert!(
-                    !(a.method == b.method && a.path == b.path),
-                    "{} {}",
-                    a.method,
-                    a.path
-                );
-            }
         }
     }
 }

@@ -50,7 +50,7 @@ pub async fn openapi(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     ))
 }
 
-/// Registered only by tests (see `router::table`).
+/// Registered only by tests (see `table::Optional::panic_probe`).
 #[allow(clippy::panic)]
 pub async fn panic_probe(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     panic!("panic probe: a handler failed unexpectedly");

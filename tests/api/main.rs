@@ -14,6 +14,7 @@ mod cli;
 mod cors;
 mod helpers;
 mod http_contract;
+mod layers;
 mod limits;
 mod matrix;
 mod openapi;

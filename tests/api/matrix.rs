@@ -26,7 +26,7 @@ use Need::{Authenticated, Permission};
 /// A request body for the `n`-th row (unique names where they must be).
 type BodyFn = fn(usize) -> Option<Value>;
 
-/// The authenticated routes of `src/http/router.rs`, one line each:
+/// The authenticated routes of `src/routes/table.rs`, one line each:
 /// method, path template, what it needs, success status, a body that succeeds.
 #[rustfmt::skip]
 const ROUTES: &[(&str, &str, Need, u16, BodyFn)] = &[
@@ -125,6 +125,38 @@ fn rename(_: usize) -> Option<Value> {
 
 fn lockout_31(_: usize) -> Option<Value> {
     Some(json!({"lockout_minutes": 31}))
+}
+
+/// A new route that is not public must get its row above: the matrix is only
+/// a proof if it covers the whole table, and it must declare what API.md says.
+#[test]
+fn the_matrix_covers_every_route_that_is_not_public() {
+    use secure_api::http::router::Access;
+    use secure_api::routes::table::{Optional, table};
+    let mut declared: Vec<(String, String, String)> = table(Optional::SERVABLE)
+        .iter()
+        .filter_map(|route| {
+            let need = match route.access {
+                Access::Public => return None,
+                Access::Authenticated => "authenticated".to_owned(),
+                Access::Permission(permission) => permission.as_str().to_owned(),
+            };
+            Some((route.method.to_string(), route.path.to_owned(), need))
+        })
+        .collect();
+    let mut in_matrix: Vec<(String, String, String)> = ROUTES
+        .iter()
+        .map(|&(method, path, need, _, _)| {
+            let need = match need {
+                Authenticated => "authenticated",
+                Permission(permission) => permission,
+            };
+            (method.to_owned(), path.to_owned(), need.to_owned())
+        })
+        .collect();
+    declared.sort();
+    in_matrix.sort();
+    assert_eq!(declared, in_matrix);
 }
 
 fn allowed(role: &str, permission: &str) -> bool {

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use secure_api::http::router::{Access, Route, table_with};
+use secure_api::http::router::{Access, Route};
+use secure_api::routes::table::{Optional, table};
 use serde_json::Value;
 
 const DOCUMENT: &str = include_str!("../../openapi.json");
@@ -21,7 +22,7 @@ fn document() -> Value {
 /// Every route the server can serve, the openapi.json one included (it is
 /// only mounted with `--expose-openapi`), without the test-only panic probe.
 fn routes() -> Vec<Route> {
-    table_with(false, true)
+    table(Optional::SERVABLE)
 }
 
 fn access_name(access: Access) -> &'static str {
