@@ -330,7 +330,8 @@ async fn hitting_the_connection_cap_is_logged_and_health_answers_once_a_slot_fre
         server.addr,
         Arc::clone(&config),
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The third connection is held at the cap, not yet served.
+    server.wait_for_log("connection limit reached").await;
     drop(first);
     let third = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await

@@ -175,7 +175,8 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     stream.flush().await.unwrap();
 
     crate::helpers::send_signal(&server.child, "TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The drain has begun, with this request still half-read.
+    server.wait_for_log("draining in-flight requests").await;
     stream.write_all(rest).await.unwrap();
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))

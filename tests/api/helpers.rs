@@ -317,11 +317,34 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     stderr: tokio::task::JoinHandle<String>,
     stdout: tokio::task::JoinHandle<String>,
+    /// Every log line so far, and a wake-up for each new one.
+    live_log: Arc<(std::sync::Mutex<String>, tokio::sync::Notify)>,
     /// The log lines written up to readiness.
     pub startup_log: String,
 }
 
 impl ServerProcess {
+    /// Waits until a log line contains `needle`: a test proceeds on the
+    /// event itself, not on a guess of how long it takes.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let (log, new_line) = &*self.live_log;
+        let seen = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let notified = new_line.notified();
+                if log.lock().unwrap().contains(needle) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        assert!(
+            seen.is_ok(),
+            "no log line with {needle:?}: {}",
+            log.lock().unwrap()
+        );
+    }
+
     /// Sends SIGTERM, waits for the exit, and returns the status and stderr.
     pub async fn stop(self) -> (std::process::ExitStatus, String) {
         let (status, _, stderr) = self.stop_with_logs().await;
@@ -417,19 +440,27 @@ pub async fn start_serving(mut command: Command) -> ServerProcess {
     .await
     .expect("server becomes ready");
     let startup_log = log.clone();
+    let live_log = Arc::new((std::sync::Mutex::new(log), tokio::sync::Notify::new()));
+    let writer = Arc::clone(&live_log);
     // Keep draining stdout so the server never blocks on a full pipe.
     let stdout = tokio::spawn(async move {
+        let (log, new_line) = &*writer;
         while let Ok(Some(line)) = stdout.next_line().await {
+            let mut log = log.lock().unwrap();
             log.push_str(&line);
             log.push('\n');
+            drop(log);
+            new_line.notify_waiters();
         }
-        log
+        let all = log.lock().unwrap().clone();
+        all
     });
     ServerProcess {
         child,
         addr,
         stderr,
         stdout,
+        live_log,
         startup_log,
     }
 }
