@@ -452,8 +452,7 @@ pub async fn start_serving(mut command: Command) -> ServerProcess {
             drop(log);
             new_line.notify_waiters();
         }
-        let all = log.lock().unwrap().clone();
-        all
+        log.lock().unwrap().clone()
     });
     ServerProcess {
         child,
