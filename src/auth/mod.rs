@@ -1,4 +1,5 @@
-//! Credentials: password hashing now; tokens and RBAC build on this module.
+//! Credentials: Argon2id hashing on its own threads, JWT issue and verify,
+//! and loading or generating the signing key.
 
 pub mod keys;
 pub mod password;

@@ -14,12 +14,21 @@ use crate::state::AppState;
 /// Who is calling, as checked against the database on this request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub user_id: String,
-    pub role: Role,
-    /// The account as read for this request.
+    /// The account as read for this request (its current role, not the
+    /// token's).
     pub user: User,
     /// The session (login) the access token belongs to.
     pub session_id: String,
+}
+
+impl Principal {
+    pub fn user_id(&self) -> &str {
+        self.user.id.as_str()
+    }
+
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
 }
 
 enum Credential<'a> {
@@ -112,8 +121,6 @@ async fn bearer(state: &AppState, token: &str) -> Result<Principal, AuthError> {
         .map_err(|e| AuthError::Failed(e.into()))?;
     match subject {
         Some(subject) if subject.admits(claims.ver, now.unix_timestamp()) => Ok(Principal {
-            user_id: claims.sub,
-            role: subject.user.role,
             user: subject.user,
             session_id: claims.sid,
         }),

@@ -1,6 +1,9 @@
-//! What wraps every request, outermost first: request id → access log →
-//! security headers → route match (404/405) → body precheck (413/415) →
-//! handler, with a panic in the handler turned into a logged 500.
+//! What wraps every request, in the order it runs: request id and client IP
+//! → CORS preflight (answered here) → rate limit (429) → route match
+//! (404/405) → body precheck (413/415) → authentication and the route's
+//! access rule (401/403) → handler, a panic in it turned into a logged 500;
+//! then on the way out, whatever the outcome: the CORS grant, security
+//! headers, `X-Request-Id`, and the access log line.
 
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
@@ -343,18 +346,18 @@ impl HttpApp {
                 return Err(error.into());
             }
         };
-        telemetry::context::set_user(principal.user_id.as_str());
+        telemetry::context::set_user(principal.user_id());
         if let Some(permission) = required
-            && !rbac::allows(principal.role, permission)
+            && !rbac::allows(principal.role(), permission)
         {
             let event = AuditEvent {
                 kind: AuditKind::PermissionDenied,
-                user_id: Some(principal.user_id.clone()),
+                user_id: Some(principal.user_id().to_owned()),
                 client_ip: Some(client_ip.to_string()),
                 request_id: Some(request_id.to_owned()),
                 detail: serde_json::json!({
                     "permission": permission.as_str(),
-                    "role": principal.role.as_str(),
+                    "role": principal.role().as_str(),
                     "method": req.method().as_str(),
                 }),
             };

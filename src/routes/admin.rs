@@ -75,7 +75,7 @@ struct ConfigUpdate {
 
 /// A partial update, validated whole, stored, then applied without a restart.
 pub async fn update_config(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let actor_id = ctx.principal()?.user_id.clone();
+    let actor_id = ctx.principal()?.user_id().to_owned();
     let body: ConfigUpdate = extract::json(req, &ctx.state.limits).await?;
     let before = ctx.state.settings();
     let mut after = before;

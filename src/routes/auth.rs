@@ -465,14 +465,14 @@ pub async fn logout_all(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let event = audit::event(
         &ctx,
         AuditKind::LogoutAll,
-        Some(&principal.user_id),
+        Some(principal.user_id()),
         json!({}),
     );
     let now = ctx.state.clock.now();
     let recorded = ctx
         .state
         .store
-        .logout_all(principal.user_id.clone(), now, event)
+        .logout_all(principal.user_id().to_owned(), now, event)
         .await?;
     recorded.log();
     with_cleared_cookie(json(

@@ -80,7 +80,7 @@ fn profile_patch(
 }
 
 pub async fn update_me(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let user_id = ctx.principal()?.user_id.clone();
+    let user_id = ctx.principal()?.user_id().to_owned();
     let body: ProfileRequest = extract::json(req, &ctx.state.limits).await?;
     let mut errors = Vec::new();
     let patch = profile_patch(body.full_name, body.email, &mut errors);
@@ -116,7 +116,7 @@ struct ChangePasswordRequest {
 /// On success every earlier token of the user stops working, the caller's
 /// included, and the caller gets a fresh pair: only they stay signed in.
 pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let user_id = ctx.principal()?.user_id.clone();
+    let user_id = ctx.principal()?.user_id().to_owned();
     let body: ChangePasswordRequest = extract::json(req, &ctx.state.limits).await?;
     if body.current_password == body.new_password {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -259,7 +259,7 @@ struct CreateUserRequest {
 }
 
 pub async fn create(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let actor_id = ctx.principal()?.user_id.clone();
+    let actor_id = ctx.principal()?.user_id().to_owned();
     let body: CreateUserRequest = extract::json(req, &ctx.state.limits).await?;
     let role = match body.role.as_deref().map(Role::parse).transpose() {
         Ok(role) => role.unwrap_or(Role::User),
@@ -314,7 +314,7 @@ struct PatchRequest {
 }
 
 pub async fn patch(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
-    let actor_id = ctx.principal()?.user_id.clone();
+    let actor_id = ctx.principal()?.user_id().to_owned();
     let target = ctx.user_id_param()?;
     let body: PatchRequest = extract::json(req, &ctx.state.limits).await?;
     let mut errors = Vec::new();
@@ -342,7 +342,7 @@ pub async fn patch(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
 }
 
 pub async fn unlock(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    let actor_id = ctx.principal()?.user_id.clone();
+    let actor_id = ctx.principal()?.user_id().to_owned();
     let target = ctx.user_id_param()?;
     let event = audit::event(&ctx, AuditKind::Unlock, None, json!({}));
     let now = ctx.state.clock.now();
@@ -361,7 +361,7 @@ struct Message {
 }
 
 pub async fn delete(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    let actor_id = ctx.principal()?.user_id.clone();
+    let actor_id = ctx.principal()?.user_id().to_owned();
     let target = ctx.user_id_param()?;
     let event = audit::event(&ctx, AuditKind::UserDeleted, None, json!({}));
     let now = ctx.state.clock.now();
