@@ -4,6 +4,8 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
+use super::error::ApiError;
+
 /// Every response body is produced whole; nothing is streamed.
 pub type Body = Full<Bytes>;
 
@@ -11,11 +13,8 @@ pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/
 
 /// Serializes `value` as the response body. Serializing our own DTOs cannot
 /// fail in practice; if it ever does, the caller gets a 500, not a panic.
-pub fn json<T: Serialize>(
-    status: StatusCode,
-    value: &T,
-) -> Result<Response<Body>, serde_json::Error> {
-    let body = serde_json::to_vec(value)?;
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, ApiError> {
+    let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
     Ok(with_body(status, APPLICATION_JSON, body.into()))
 }
 

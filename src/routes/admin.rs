@@ -41,7 +41,7 @@ pub async fn stats(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
         uptime_seconds: ctx.state.started_at.elapsed().as_secs(),
         version: crate::VERSION,
     };
-    json(StatusCode::OK, &dto).map_err(ApiError::internal)
+    json(StatusCode::OK, &dto)
 }
 
 #[derive(Serialize)]
@@ -62,7 +62,7 @@ impl From<RuntimeSettings> for ConfigDto {
 }
 
 pub async fn config(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    json(StatusCode::OK, &ConfigDto::from(ctx.state.settings())).map_err(ApiError::internal)
+    json(StatusCode::OK, &ConfigDto::from(ctx.state.settings()))
 }
 
 #[derive(Deserialize)]
@@ -124,7 +124,7 @@ pub async fn update_config(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         ctx.state.replace_settings(after);
         event.log();
     }
-    json(StatusCode::OK, &ConfigDto::from(after)).map_err(ApiError::internal)
+    json(StatusCode::OK, &ConfigDto::from(after))
 }
 
 #[derive(Serialize)]
@@ -192,5 +192,5 @@ pub async fn audit(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         per_page: page.per_page,
         pages: page.pages(total),
     };
-    json(StatusCode::OK, &body).map_err(ApiError::internal)
+    json(StatusCode::OK, &body)
 }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use http::header::SET_COOKIE;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,7 +26,7 @@ use crate::http::cookies::{REFRESH_COOKIE, clear_refresh_cookie, read_cookie, re
 use crate::http::cors;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract;
-use crate::http::response::{Body, json};
+use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
@@ -156,7 +156,7 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         event.detail,
     )
     .log();
-    json(StatusCode::CREATED, &UserDto::from(&user)).map_err(ApiError::internal)
+    json(StatusCode::CREATED, &UserDto::from(&user))
 }
 
 #[derive(Deserialize)]
@@ -483,8 +483,8 @@ pub async fn logout_all(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     ))
 }
 
-fn with_cleared_cookie(response: Result<Response<Body>, serde_json::Error>) -> HandlerResult {
-    let mut response = response.map_err(ApiError::internal)?;
+fn with_cleared_cookie(response: HandlerResult) -> HandlerResult {
+    let mut response = response?;
     response
         .headers_mut()
         .insert(SET_COOKIE, clear_refresh_cookie());
@@ -541,8 +541,7 @@ fn token_pair(
             token_type: "bearer",
             expires_in: access.expires_in,
         },
-    )
-    .map_err(ApiError::internal)?;
+    )?;
     let max_age = (refresh_expires_at - now).whole_seconds();
     let cookie = refresh_cookie(&refresh, max_age).ok_or_else(|| {
         ApiError::internal(anyhow::anyhow!("refresh token is not a header value"))

@@ -37,7 +37,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// Served from the row authentication just read: one query per request.
 pub async fn me(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let user = &ctx.principal()?.user;
-    json(StatusCode::OK, &UserDto::from(user)).map_err(ApiError::internal)
+    json(StatusCode::OK, &UserDto::from(user))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +103,7 @@ pub async fn update_me(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             other => ApiError::from(other),
         })?;
     events.iter().for_each(|e| e.log());
-    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+    json(StatusCode::OK, &UserDto::from(&user))
 }
 
 #[derive(Deserialize)]
@@ -245,7 +245,7 @@ pub async fn list(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         per_page: page.per_page,
         pages: page.pages(total),
     };
-    json(StatusCode::OK, &list).map_err(ApiError::internal)
+    json(StatusCode::OK, &list)
 }
 
 #[derive(Deserialize)]
@@ -289,7 +289,7 @@ pub async fn create(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let mut logged = event;
     logged.user_id = Some(user.id.as_str().to_owned());
     logged.log();
-    json(StatusCode::CREATED, &UserDto::from(&user)).map_err(ApiError::internal)
+    json(StatusCode::CREATED, &UserDto::from(&user))
 }
 
 pub async fn get(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
@@ -300,7 +300,7 @@ pub async fn get(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
         .user_by_id(id.as_str().to_owned())
         .await?
         .ok_or(ApiError::NotFound)?;
-    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+    json(StatusCode::OK, &UserDto::from(&user))
 }
 
 #[derive(Deserialize)]
@@ -338,7 +338,7 @@ pub async fn patch(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .patch_user(actor_id, target.as_str().to_owned(), patch, now, base)
         .await?;
     events.iter().for_each(|e| e.log());
-    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+    json(StatusCode::OK, &UserDto::from(&user))
 }
 
 pub async fn unlock(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
@@ -352,7 +352,7 @@ pub async fn unlock(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
         .unlock_user(actor_id, target.as_str().to_owned(), now, event)
         .await?;
     event.log();
-    json(StatusCode::OK, &UserDto::from(&user)).map_err(ApiError::internal)
+    json(StatusCode::OK, &UserDto::from(&user))
 }
 
 #[derive(Serialize)]
@@ -377,5 +377,4 @@ pub async fn delete(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
             message: "User deleted successfully",
         },
     )
-    .map_err(ApiError::internal)
 }
