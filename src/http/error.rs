@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::response::{Body, with_body};
 use crate::auth::password::HashError;
+use crate::domain::Invalid;
 use crate::domain::policy::Denied;
 use crate::store::StoreError;
 
@@ -24,6 +25,45 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+        }
+    }
+}
+
+/// Every field's problem with a request, so that one 422 names them all.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<Cow<'static, str>>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// The parsed value, or `None` with the reason recorded against `field`.
+    pub fn check<T>(&mut self, field: &'static str, parsed: Result<T, Invalid>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(Invalid(message)) => {
+                self.push(field, message);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The 422 naming every recorded field.
+    pub fn into_error(self) -> ApiError {
+        ApiError::Validation(self.0)
+    }
+
+    /// `Ok` when nothing was recorded, else the 422.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
         }
     }
 }

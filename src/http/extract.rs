@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError, FieldErrors};
 use crate::state::HttpLimits;
 
 /// Refuses, before reading anything, a body announced as larger than the
@@ -70,18 +70,18 @@ pub const DEFAULT_PER_PAGE: i64 = 20;
 pub const MAX_PER_PAGE: i64 = 100;
 
 impl Page {
-    pub fn parse(pairs: &[(String, String)], errors: &mut Vec<FieldError>) -> Page {
+    pub fn parse(pairs: &[(String, String)], errors: &mut FieldErrors) -> Page {
         let mut number = |name: &'static str, default: i64| -> i64 {
             match pairs.iter().find(|(k, _)| k == name) {
                 None => default,
                 Some((_, v)) => match v.parse::<i64>() {
                     Ok(n) if n >= 1 => n,
                     Ok(_) => {
-                        errors.push(FieldError::new(name, "must be at least 1"));
+                        errors.push(name, "must be at least 1");
                         default
                     }
                     Err(_) => {
-                        errors.push(FieldError::new(name, "must be a positive integer"));
+                        errors.push(name, "must be a positive integer");
                         default
                     }
                 },

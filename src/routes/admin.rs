@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::audit;
 use crate::domain::audit::AuditKind;
-use crate::http::error::{ApiError, FieldError};
+use crate::http::error::FieldErrors;
 use crate::http::extract::{self, Page};
 use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
@@ -79,25 +79,23 @@ pub async fn update_config(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let body: ConfigUpdate = extract::json(req, &ctx.state.limits).await?;
     let before = ctx.state.settings();
     let mut after = before;
-    let mut errors = Vec::new();
+    let mut errors = FieldErrors::default();
     if let Some(enabled) = body.registration_enabled {
         after.registration_enabled = enabled;
     }
     if let Some(n) = body.max_login_attempts {
         match RuntimeSettings::check_max_login_attempts(n) {
             Ok(()) => after.max_login_attempts = n,
-            Err(message) => errors.push(FieldError::new("max_login_attempts", message)),
+            Err(message) => errors.push("max_login_attempts", message),
         }
     }
     if let Some(n) = body.lockout_minutes {
         match RuntimeSettings::check_lockout_minutes(n) {
             Ok(()) => after.lockout_minutes = n,
-            Err(message) => errors.push(FieldError::new("lockout_minutes", message)),
+            Err(message) => errors.push("lockout_minutes", message),
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    errors.finish()?;
     let changed: Vec<(String, String)> = after
         .to_pairs()
         .into_iter()
@@ -149,14 +147,14 @@ struct AuditPage {
 
 pub async fn audit(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let pairs = extract::query_pairs(req.uri());
-    let mut errors = Vec::new();
+    let mut errors = FieldErrors::default();
     let page = Page::parse(&pairs, &mut errors);
     let event = match pairs.iter().find(|(k, _)| k == "event") {
         None => None,
         Some((_, raw)) => {
             let kind = AuditKind::parse(raw);
             if kind.is_none() {
-                errors.push(FieldError::new("event", "is not a known audit event"));
+                errors.push("event", "is not a known audit event");
             }
             kind
         }
@@ -165,9 +163,7 @@ pub async fn audit(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .iter()
         .find(|(k, _)| k == "user_id")
         .map(|(_, v)| v.clone());
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    errors.finish()?;
     let (records, total) = ctx
         .state
         .store

@@ -24,7 +24,7 @@ use crate::domain::user::{NewUser, User};
 use crate::domain::username::Username;
 use crate::http::cookies::{REFRESH_COOKIE, clear_refresh_cookie, read_cookie, refresh_cookie};
 use crate::http::cors;
-use crate::http::error::{ApiError, FieldError};
+use crate::http::error::{ApiError, FieldErrors};
 use crate::http::extract;
 use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
@@ -58,43 +58,25 @@ impl AccountInput {
         full_name: Option<&str>,
         password: SecretString,
     ) -> Result<Self, ApiError> {
-        let mut errors = Vec::new();
-        let mut check = |field: &'static str, result: Result<(), Invalid>| {
-            if let Err(Invalid(message)) = result {
-                errors.push(FieldError::new(field, message));
-            }
+        let mut errors = FieldErrors::default();
+        let username = errors.check("username", Username::parse(username));
+        let email = errors.check("email", Email::parse(email));
+        let full_name = errors.check("full_name", full_name.map(FullName::parse).transpose());
+        // A field that did not parse has its message recorded.
+        let (Some(username), Some(email), Some(full_name)) = (username, email, full_name) else {
+            return Err(errors.into_error());
         };
-        let username_parsed = Username::parse(username);
-        check(
-            "username",
-            username_parsed.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
-        let email_parsed = Email::parse(email);
-        check(
-            "email",
-            email_parsed.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
-        let full_name_parsed = full_name.map(FullName::parse).transpose();
-        check(
-            "full_name",
-            full_name_parsed.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
-        match (username_parsed, email_parsed, full_name_parsed) {
-            (Ok(username), Ok(email), Ok(full_name)) => {
-                let password =
-                    NewPassword::parse(password).map_err(|Invalid(rule)| ApiError::BadRequest {
-                        code: "weak_password",
-                        detail: Cow::Borrowed(rule),
-                    })?;
-                Ok(Self {
-                    username,
-                    email,
-                    full_name: full_name.flatten(),
-                    password,
-                })
-            }
-            _ => Err(ApiError::Validation(errors)),
-        }
+        let password =
+            NewPassword::parse(password).map_err(|Invalid(rule)| ApiError::BadRequest {
+                code: "weak_password",
+                detail: Cow::Borrowed(rule),
+            })?;
+        Ok(Self {
+            username,
+            email,
+            full_name: full_name.flatten(),
+            password,
+        })
     }
 
     /// Hashes the password (on the bounded pool) and yields the account to store.
@@ -188,20 +170,17 @@ const INVALID_CREDENTIALS: ApiError = ApiError::Unauthorized {
 /// same 401, after the same single Argon2 verification.
 pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let body: LoginRequest = extract::json(req, &ctx.state.limits).await?;
-    let mut errors = Vec::new();
+    let mut errors = FieldErrors::default();
     let email = body.email.trim().to_ascii_lowercase();
     if email.is_empty() || email.len() > 254 {
-        errors.push(FieldError::new("email", "must be 1 to 254 characters long"));
+        errors.push("email", "must be 1 to 254 characters long");
     }
-    let password = match LoginPassword::parse(SecretString::new(body.password)) {
-        Ok(password) => Some(password),
-        Err(Invalid(message)) => {
-            errors.push(FieldError::new("password", message));
-            None
-        }
-    };
+    let password = errors.check(
+        "password",
+        LoginPassword::parse(SecretString::new(body.password)),
+    );
     let Some(password) = password.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
+        return Err(errors.into_error());
     };
 
     let state = &ctx.state;

@@ -19,7 +19,7 @@ use crate::domain::lockout::{Seen, Verdict};
 use crate::domain::password::{LoginPassword, NewPassword};
 use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
-use crate::http::error::{ApiError, FieldError};
+use crate::http::error::{ApiError, FieldError, FieldErrors};
 use crate::http::extract::{self, Page};
 use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
@@ -52,26 +52,14 @@ struct ProfileRequest {
 fn profile_patch(
     full_name: Option<Option<String>>,
     email: Option<String>,
-    errors: &mut Vec<FieldError>,
+    errors: &mut FieldErrors,
 ) -> UserPatch {
     let full_name = match full_name {
         None => None,
         Some(None) => Some(None),
-        Some(Some(raw)) => match FullName::parse(&raw) {
-            Ok(name) => Some(name),
-            Err(Invalid(message)) => {
-                errors.push(FieldError::new("full_name", message));
-                None
-            }
-        },
+        Some(Some(raw)) => errors.check("full_name", FullName::parse(&raw)),
     };
-    let email = email.and_then(|raw| match Email::parse(&raw) {
-        Ok(email) => Some(email),
-        Err(Invalid(message)) => {
-            errors.push(FieldError::new("email", message));
-            None
-        }
-    });
+    let email = email.and_then(|raw| errors.check("email", Email::parse(&raw)));
     UserPatch {
         full_name,
         email,
@@ -82,11 +70,9 @@ fn profile_patch(
 pub async fn update_me(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let user_id = ctx.principal()?.user_id().to_owned();
     let body: ProfileRequest = extract::json(req, &ctx.state.limits).await?;
-    let mut errors = Vec::new();
+    let mut errors = FieldErrors::default();
     let patch = profile_patch(body.full_name, body.email, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    errors.finish()?;
     let base = audit::event(&ctx, AuditKind::ProfileChange, Some(&user_id), json!({}));
     let now = ctx.state.clock.now();
     let (user, events) = ctx
@@ -218,21 +204,13 @@ struct UserList {
 
 pub async fn list(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let pairs = extract::query_pairs(req.uri());
-    let mut errors = Vec::new();
+    let mut errors = FieldErrors::default();
     let page = Page::parse(&pairs, &mut errors);
-    let role = match pairs.iter().find(|(k, _)| k == "role") {
-        None => None,
-        Some((_, raw)) => match Role::parse(raw) {
-            Ok(role) => Some(role),
-            Err(Invalid(message)) => {
-                errors.push(FieldError::new("role", message));
-                None
-            }
-        },
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let role = pairs
+        .iter()
+        .find(|(k, _)| k == "role")
+        .and_then(|(_, raw)| errors.check("role", Role::parse(raw)));
+    errors.finish()?;
     let (users, total) = ctx
         .state
         .store
@@ -317,19 +295,14 @@ pub async fn patch(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let actor_id = ctx.principal()?.user_id().to_owned();
     let target = ctx.user_id_param()?;
     let body: PatchRequest = extract::json(req, &ctx.state.limits).await?;
-    let mut errors = Vec::new();
+    let mut errors = FieldErrors::default();
     let mut patch = profile_patch(body.full_name, body.email, &mut errors);
     patch.is_active = body.is_active;
-    patch.role = match body.role.as_deref().map(Role::parse).transpose() {
-        Ok(role) => role,
-        Err(Invalid(message)) => {
-            errors.push(FieldError::new("role", message));
-            None
-        }
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    patch.role = body
+        .role
+        .as_deref()
+        .and_then(|raw| errors.check("role", Role::parse(raw)));
+    errors.finish()?;
     let base = audit::event(&ctx, AuditKind::ProfileChange, None, json!({}));
     let now = ctx.state.clock.now();
     let (user, events) = ctx
