@@ -86,11 +86,8 @@ impl Application {
             }
         };
 
-        let params = config
-            .hash
-            .validate(config.allow_weak_hash)
-            .map_err(|e| anyhow!(e))?;
-        let hasher = PasswordHasher::new(params, config.hash_workers, config.hash_queue);
+        let hasher =
+            PasswordHasher::new(config.hash.clone(), config.hash_workers, config.hash_queue);
 
         let db_path = config.db_path();
         let pool_size = config.db_pool_size;

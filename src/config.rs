@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::auth::password::HashParams;
+use crate::auth::password::{self, HashParams};
 use crate::cli::{HashArgs, ServeArgs};
 use crate::clock::{self, Clock};
 use crate::server::ServerLimits;
@@ -48,8 +48,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub tls: TlsSource,
     pub jwt_key: KeySource,
-    pub hash: HashParams,
-    pub allow_weak_hash: bool,
+    /// Validated once here (`--insecure-fast-hash` lets weak ones through).
+    pub hash: argon2::Params,
     pub hash_workers: usize,
     pub hash_queue: usize,
     pub max_body_bytes: usize,
@@ -83,8 +83,7 @@ impl Config {
             data_dir: data_dir.into(),
             tls: TlsSource::Generated,
             jwt_key: KeySource::Generated,
-            hash: HashParams::default(),
-            allow_weak_hash: false,
+            hash: password::default_params(),
             hash_workers: default_hash_workers(),
             hash_queue: 32,
             max_body_bytes: 16_384,
@@ -143,8 +142,7 @@ impl Config {
             (None, Some(path)) => KeySource::File(path),
             (None, None) => KeySource::Generated,
         };
-        let hash = hash_params(&args.hash);
-        hash.validate(args.hash.insecure_fast_hash)?;
+        let hash = hash_params(&args.hash)?;
         if args.max_body_bytes == 0 {
             return Err("--max-body-bytes must be at least 1".to_owned());
         }
@@ -171,7 +169,6 @@ impl Config {
         config.tls = tls;
         config.jwt_key = jwt_key;
         config.hash = hash;
-        config.allow_weak_hash = args.hash.insecure_fast_hash;
         config.hash_workers = hash_workers;
         config.hash_queue = args.hash_queue;
         config.user_cache_entries = args.user_cache_entries;
@@ -269,12 +266,15 @@ fn in_range(flag: &str, value: u32, min: u32, max: u32) -> Result<u32, String> {
     }
 }
 
-pub fn hash_params(args: &HashArgs) -> HashParams {
+/// The Argon2 parameters of the flags, validated: weak ones only with
+/// `--insecure-fast-hash`.
+pub fn hash_params(args: &HashArgs) -> Result<argon2::Params, String> {
     HashParams {
         memory_kib: args.argon2_memory_kib,
         time_cost: args.argon2_time_cost,
         parallelism: args.argon2_parallelism,
     }
+    .validate(args.insecure_fast_hash)
 }
 
 /// Hashing is pure CPU, so at most one worker per core; and each worker

@@ -74,6 +74,12 @@ impl HashParams {
     }
 }
 
+/// The production parameters (64 MiB, t=3, p=4), already validated.
+pub fn default_params() -> Params {
+    // Constants that validate; the fallback is never taken.
+    HashParams::default().validate(false).unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     /// Every worker is busy and the wait queue is full: answer 503.
@@ -425,6 +431,15 @@ mod tests {
         assert!(weak.validate(false).is_err());
         assert!(weak.validate(true).is_ok());
         assert!(HashParams::default().validate(false).is_ok());
+        let production = default_params();
+        assert_eq!(
+            (
+                production.m_cost(),
+                production.t_cost(),
+                production.p_cost()
+            ),
+            (65_536, 3, 4)
+        );
         let huge = HashParams {
             memory_kib: u32::MAX,
             time_cost: 3,

@@ -13,7 +13,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = Config::from_args(&args, credentials.as_deref()).map_err(|e| anyhow!(e))?;
     if let Some(limit) = memory_limit::current() {
-        memory_limit::check_hashing_fits(config.hash_workers, config.hash.memory_kib, limit)
+        memory_limit::check_hashing_fits(config.hash_workers, config.hash.m_cost(), limit)
             .map_err(|e| anyhow!(e))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -918,7 +918,13 @@ async fn audit_rows_are_written_masked_and_without_secrets() {
 async fn a_hashing_flood_is_refused_with_503_instead_of_queued() {
     let app = Arc::new(
         TestApp::spawn_with(|c| {
-            c.hash.memory_kib = 16 * 1024;
+            c.hash = secure_api::auth::password::HashParams {
+                memory_kib: 16 * 1024,
+                time_cost: 1,
+                parallelism: 1,
+            }
+            .validate(true)
+            .unwrap();
             c.hash_workers = 1;
             c.hash_queue = 0;
         })

@@ -12,6 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use secure_api::app::Application;
+use secure_api::auth::password::HashParams;
 use secure_api::config::Config;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -37,10 +38,13 @@ pub const FAST_HASH_ARGS: [&str; 7] = [
 pub fn test_config(dir: &Path) -> Config {
     let mut config = Config::new(dir.join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
-    config.hash.memory_kib = 1024;
-    config.hash.time_cost = 1;
-    config.hash.parallelism = 1;
-    config.allow_weak_hash = true;
+    config.hash = HashParams {
+        memory_kib: 1024,
+        time_cost: 1,
+        parallelism: 1,
+    }
+    .validate(true)
+    .unwrap();
     // Suites make far more requests than a client should; the rate-limit
     // tests turn limits back on.
     config.rate_limits = None;
