@@ -182,18 +182,22 @@ impl TokenSigner {
         Ok(claims)
     }
 
-    /// `None` for `now` skips the expiry check (logout accepts an expired token).
     pub fn verify_refresh(
         &self,
         token: &str,
-        now: Option<OffsetDateTime>,
+        now: OffsetDateTime,
     ) -> Result<RefreshClaims, TokenError> {
+        let claims = self.verify_refresh_ignoring_expiry(token)?;
+        check_expiry(claims.exp, now)?;
+        Ok(claims)
+    }
+
+    /// A refresh token of ours, expired or not: logout accepts an expired
+    /// one, since logging out must always work.
+    pub fn verify_refresh_ignoring_expiry(&self, token: &str) -> Result<RefreshClaims, TokenError> {
         let claims: RefreshClaims = self.decode(token, REFRESH_TYP)?;
         if claims.kind != "refresh" {
             return Err(TokenError::WrongKind);
-        }
-        if let Some(now) = now {
-            check_expiry(claims.exp, now)?;
         }
         Ok(claims)
     }
@@ -311,8 +315,28 @@ mod tests {
             .issue_access("u1", "user", 0, "s1", now())
             .unwrap()
             .token;
-        assert!(signer.verify_refresh(&access, Some(now())).is_err());
-        assert!(signer.verify_refresh(&refresh, Some(now())).is_ok());
+        assert!(signer.verify_refresh(&access, now()).is_err());
+        assert!(signer.verify_refresh(&refresh, now()).is_ok());
+    }
+
+    #[test]
+    fn an_expired_refresh_token_still_names_its_session_for_logout() {
+        let signer = signer();
+        let refresh = signer
+            .issue_refresh("u1", "fam", "jti", now(), now() + Duration::days(7))
+            .unwrap();
+        let later = now() + Duration::days(8);
+        assert_eq!(
+            signer.verify_refresh(&refresh, later).unwrap_err(),
+            TokenError::Expired
+        );
+        let claims = signer.verify_refresh_ignoring_expiry(&refresh).unwrap();
+        assert_eq!(claims.fam, "fam");
+        let access = signer
+            .issue_access("u1", "user", 0, "s1", now())
+            .unwrap()
+            .token;
+        assert!(signer.verify_refresh_ignoring_expiry(&access).is_err());
     }
 
     #[test]

@@ -253,9 +253,12 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .await?;
     settled.events.iter().for_each(AuditEvent::log);
     match settled.account {
-        Some((user, token_version)) if settled.verdict == Verdict::Accepted => {
-            token_response_with_message(&ctx, &user, token_version, &session, now, None)
-        }
+        Some((user, token_version)) if settled.verdict == Verdict::Accepted => token_pair(
+            &ctx,
+            TokenGrant::new_session(&user, token_version, &session),
+            now,
+            None,
+        ),
         _ => Err(INVALID_CREDENTIALS),
     }
 }
@@ -318,7 +321,7 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let presented = presented_refresh_token(&ctx, req).await?;
     let state = &ctx.state;
     let now = state.clock.now();
-    let claims = presented.and_then(|t| state.tokens.verify_refresh(&t, Some(now)).ok());
+    let claims = presented.and_then(|t| state.tokens.verify_refresh(&t, now).ok());
     let Some(claims) = claims else {
         return unauthorized_clearing_cookie(
             &ctx,
@@ -348,16 +351,16 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             token_version,
             family_id,
             expires_at,
-        } => token_pair(
-            &ctx,
-            &user,
-            token_version,
-            &family_id,
-            &new_jti,
-            expires_at,
-            now,
-            None,
-        ),
+        } => {
+            let grant = TokenGrant {
+                user: &user,
+                token_version,
+                family_id: &family_id,
+                jti: &new_jti,
+                refresh_expires_at: expires_at,
+            };
+            token_pair(&ctx, grant, now, None)
+        }
         // Another tab rotated this token a moment ago and holds the new
         // cookie; clearing the cookie here would log that tab out too.
         Rotation::RecentlyRotated { .. } => Err(ApiError::Unauthorized {
@@ -403,7 +406,7 @@ pub async fn logout(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         Some(p) => ctx
             .state
             .tokens
-            .verify_refresh(&p, None)
+            .verify_refresh_ignoring_expiry(&p)
             .ok()
             .map(|claims| claims.fam),
         None => bearer_session,
@@ -470,47 +473,56 @@ fn with_cleared_cookie(response: HandlerResult) -> HandlerResult {
     Ok(response)
 }
 
-/// The first token pair of a new login (`session`).
-pub(crate) fn token_response_with_message(
-    ctx: &Ctx,
-    user: &User,
-    token_version: i64,
-    session: &NewSession,
-    now: OffsetDateTime,
-    message: Option<&'static str>,
-) -> HandlerResult {
-    token_pair(
-        ctx,
-        user,
-        token_version,
-        &session.family_id,
-        &session.jti,
-        session.family_expires_at,
-        now,
-        message,
-    )
+/// What a token pair is signed for: an account at a token version, and the
+/// refresh token `jti` of the session (family) `family_id`.
+pub(crate) struct TokenGrant<'a> {
+    pub user: &'a User,
+    pub token_version: i64,
+    pub family_id: &'a str,
+    pub jti: &'a str,
+    pub refresh_expires_at: OffsetDateTime,
 }
 
-/// Signs a new access token and the refresh token `jti`, and answers with
-/// both: the access token in the body, the refresh token in the cookie.
-#[allow(clippy::too_many_arguments)]
-fn token_pair(
+impl<'a> TokenGrant<'a> {
+    /// The first pair of a new login (`session`).
+    pub(crate) fn new_session(user: &'a User, token_version: i64, session: &'a NewSession) -> Self {
+        Self {
+            user,
+            token_version,
+            family_id: &session.family_id,
+            jti: &session.jti,
+            refresh_expires_at: session.family_expires_at,
+        }
+    }
+}
+
+/// Signs a new access token and the refresh token of `grant`, and answers
+/// with both: the access token in the body, the refresh token in the cookie.
+pub(crate) fn token_pair(
     ctx: &Ctx,
-    user: &User,
-    token_version: i64,
-    family_id: &str,
-    jti: &str,
-    refresh_expires_at: OffsetDateTime,
+    grant: TokenGrant<'_>,
     now: OffsetDateTime,
     message: Option<&'static str>,
 ) -> HandlerResult {
     let tokens = &ctx.state.tokens;
-    let user_id = user.id.as_str();
+    let user_id = grant.user.id.as_str();
     let access = tokens
-        .issue_access(user_id, user.role.as_str(), token_version, family_id, now)
+        .issue_access(
+            user_id,
+            grant.user.role.as_str(),
+            grant.token_version,
+            grant.family_id,
+            now,
+        )
         .map_err(ApiError::internal)?;
     let refresh = tokens
-        .issue_refresh(user_id, family_id, jti, now, refresh_expires_at)
+        .issue_refresh(
+            user_id,
+            grant.family_id,
+            grant.jti,
+            now,
+            grant.refresh_expires_at,
+        )
         .map_err(ApiError::internal)?;
     let mut response = json(
         StatusCode::OK,
@@ -521,7 +533,7 @@ fn token_pair(
             expires_in: access.expires_in,
         },
     )?;
-    let max_age = (refresh_expires_at - now).whole_seconds();
+    let max_age = (grant.refresh_expires_at - now).whole_seconds();
     let cookie = refresh_cookie(&refresh, max_age).ok_or_else(|| {
         ApiError::internal(anyhow::anyhow!("refresh token is not a header value"))
     })?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
 use super::audit;
-use super::auth::{AccountInput, new_session, token_response_with_message};
+use super::auth::{AccountInput, TokenGrant, new_session, token_pair};
 use crate::domain::Invalid;
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::email::Email;
@@ -168,11 +168,9 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
         .await?;
     settled.events.iter().for_each(AuditEvent::log);
     match (settled.verdict, settled.account) {
-        (Verdict::Accepted, Some((user, token_version))) => token_response_with_message(
+        (Verdict::Accepted, Some((user, token_version))) => token_pair(
             &ctx,
-            &user,
-            token_version,
-            &session,
+            TokenGrant::new_session(&user, token_version, &session),
             now,
             Some("Password changed successfully"),
         ),
