@@ -23,8 +23,8 @@ use crate::http::middleware::{Edge, HttpApp};
 use crate::http::ratelimit::RateLimits;
 use crate::http::router::{Router, table_with};
 use crate::server::{self, ServerLimits, tls};
-use crate::state::{AppState, HttpLimits, SessionPolicy};
-use crate::store::Store;
+use crate::state::{AppState, HttpLimits, Readiness, SessionPolicy};
+use crate::store::{PoolOptions, Store};
 
 pub struct Application {
     listener: TcpListener,
@@ -91,9 +91,12 @@ impl Application {
 
         let db_path = config.db_path();
         let pool_size = config.db_pool_size;
-        let user_cache_entries = config.user_cache_entries;
+        let pool_options = PoolOptions {
+            user_cache_entries: config.user_cache_entries,
+            max_pages: config.max_db_pages,
+        };
         let (store, stored_settings) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&db_path, pool_size, user_cache_entries)?;
+            let store = Store::open(&db_path, pool_size, pool_options)?;
             let stored = store.settings_blocking()?;
             Ok::<_, crate::store::StoreError>((store, stored))
         })
@@ -134,6 +137,7 @@ impl Application {
             started_at,
             browser_origins: config.cors_origins.clone(),
             hooks: config.hooks.clone(),
+            readiness: Readiness::default(),
         });
         // The dummy hash that unknown emails are checked against is made now,
         // so the first such login costs no more than any other.

@@ -60,6 +60,9 @@ pub struct Config {
     pub access_token_ttl: time::Duration,
     pub refresh_lifetime: time::Duration,
     pub refresh_reuse_grace: time::Duration,
+    /// `PRAGMA max_page_count` for the serving pool; only tests set it, to
+    /// get "database or disk is full" without filling a disk.
+    pub max_db_pages: Option<u32>,
     pub cors_origins: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     /// `None` turns every rate limit off.
@@ -99,6 +102,7 @@ impl Config {
             access_token_ttl: time::Duration::minutes(15),
             refresh_lifetime: time::Duration::days(7),
             refresh_reuse_grace: time::Duration::seconds(2),
+            max_db_pages: None,
             settings: RuntimeSettings {
                 registration_enabled: true,
                 max_login_attempts: 5,
