@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backup;
 pub mod health;
+mod housekeeping;
 pub mod migrations;
 pub mod sessions;
 mod settings;
@@ -34,6 +35,7 @@ use crate::domain::user::{Credentials, NewUser, TokenSubject, User};
 use crate::files;
 use audit::AuditRecord;
 use health::StorageHealth;
+pub use housekeeping::Pruned;
 use migrations::Plan;
 use sessions::{NewSession, Refresh, Rotated, Rotation};
 use user_cache::UserCache;
@@ -45,6 +47,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readiness must answer quickly even when a writer holds the lock.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Between two retention batches: longer than most of SQLite's busy-handler
+/// sleeps, so a writer waiting for the lock gets it before the next batch.
+const PRUNE_PAUSE: Duration = Duration::from_millis(50);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("a user with that username or email already exists")]
@@ -667,6 +673,36 @@ impl Store {
             )
         })
         .await
+    }
+
+    /// Deletes refresh tokens and families that expired before
+    /// `sessions_before` and audit rows older than `audit_before`, in
+    /// batches of at most `batch` rows, each its own short write
+    /// transaction, pausing between batches so that other writers (other
+    /// processes too, whose busy handler polls) get the lock in between.
+    pub async fn prune(
+        &self,
+        sessions_before: OffsetDateTime,
+        audit_before: OffsetDateTime,
+        batch: usize,
+    ) -> Result<Pruned, StoreError> {
+        let batch = batch.max(1);
+        let mut pruned = Pruned::default();
+        for what in housekeeping::Prunable::ALL {
+            loop {
+                let deleted = self
+                    .write(move |tx| {
+                        housekeeping::delete_batch(tx, what, sessions_before, audit_before, batch)
+                    })
+                    .await?;
+                pruned.add(what, deleted);
+                if deleted < batch {
+                    break;
+                }
+                tokio::time::sleep(PRUNE_PAUSE).await;
+            }
+        }
+        Ok(pruned)
     }
 
     async fn run_blocking<T, F>(&self, work: F) -> Result<T, StoreError>

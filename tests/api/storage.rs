@@ -1,5 +1,5 @@
 //! Storage under pressure: readiness probes shared by a flood of callers,
-//! and a full disk answered as 503
+//! retention of sessions and audit rows, and a full disk answered as 503
 //! `storage_unavailable` (and recovered from) rather than as a server bug.
 
 use std::path::{Path, PathBuf};
@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    STRONG_PASSWORD, TestApp, TestResponse, client_config, eventually, ready_result_expired,
-    send_http1, start_server, tls_connect,
+    ManualClock, STRONG_PASSWORD, TestApp, TestResponse, client_config, eventually,
+    ready_result_expired, send_http1, start_server, tls_connect,
 };
 
 /// Generous: these wait for background work on a possibly loaded machine.
@@ -72,6 +72,70 @@ async fn a_flood_of_readiness_requests_costs_one_probe_a_second() {
         (1..=allowed).contains(&ran),
         "{ran} probes for 200 requests in {elapsed:?}"
     );
+}
+
+#[tokio::test]
+async fn housekeeping_deletes_expired_sessions_and_old_audit_rows() {
+    let clock = ManualClock::new();
+    let app_clock = Arc::clone(&clock);
+    let app = TestApp::spawn_with(move |config| {
+        config.clock = app_clock;
+        config.audit_retention = time::Duration::days(30);
+        config.housekeeping_every = Duration::from_millis(50);
+    })
+    .await;
+
+    // An old login, with a rotation: two tokens in its family.
+    let old = app.signed_in("old_timer").await;
+    let rotated = app
+        .refresh_with_cookie(&old.refresh_cookie().unwrap())
+        .await;
+    assert_eq!(rotated.status, 200);
+    let old_audit: i64 = app.sql("SELECT count(*) FROM audit_log");
+    assert!(old_audit >= 2, "{old_audit}");
+
+    // Past the 7-day refresh lifetime and the 30-day audit retention.
+    clock.advance(time::Duration::days(31));
+    let recent = app.signed_in("newcomer").await;
+    let recent_family: String = app.sql(
+        "SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
+         WHERE u.username = 'newcomer'",
+    );
+
+    // Every audit row that is not about the newcomer is from before.
+    const OLD_AUDIT: &str = "SELECT count(*) FROM audit_log WHERE coalesce(user_id, '') NOT IN \
+         (SELECT id FROM users WHERE username = 'newcomer')";
+    eventually(
+        PATIENCE,
+        async || app.get("/health").await,
+        |_| {
+            let families: i64 = app.sql("SELECT count(*) FROM refresh_families");
+            let old: i64 = app.sql(OLD_AUDIT);
+            families == 1 && old == 0
+        },
+    )
+    .await;
+    let family: String = app.sql("SELECT id FROM refresh_families");
+    assert_eq!(family, recent_family, "the live login stays");
+    let tokens: i64 = app.sql(&format!(
+        "SELECT count(*) FROM refresh_tokens WHERE family_id = '{recent_family}'"
+    ));
+    let all_tokens: i64 = app.sql("SELECT count(*) FROM refresh_tokens");
+    assert_eq!(
+        (tokens, all_tokens),
+        (1, 1),
+        "only the live login's token is left"
+    );
+    // The recent audit rows (registration and login of the newcomer) stay.
+    let kept: i64 = app.sql("SELECT count(*) FROM audit_log");
+    assert!(kept >= 2, "{kept}");
+    // Accounts are not touched, and the live login still works.
+    let users: i64 = app.sql("SELECT count(*) FROM users");
+    assert_eq!(users, 2);
+    let me = app
+        .get_with_token("/api/v1/users/me", &recent.access_token())
+        .await;
+    assert_eq!(me.status, 200);
 }
 
 /// Registers `username` on `app`, answering what the server said.
