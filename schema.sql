@@ -1,4 +1,4 @@
--- The canonical schema of a fresh secure-api database (PRAGMA user_version = 2).
+-- The canonical schema of a fresh secure-api database (PRAGMA user_version = 3).
 -- An older database reaches the same shape through migrations/NNNN_*.sql;
 -- a test keeps the two in step. Released migrations are never edited.
 
@@ -32,6 +32,8 @@ CREATE TABLE refresh_families (
 );
 
 CREATE INDEX refresh_families_user ON refresh_families (user_id);
+-- Housekeeping deletes expired families (and, through them, their tokens).
+CREATE INDEX refresh_families_expiry ON refresh_families (expires_at);
 
 CREATE TABLE refresh_tokens (
     jti         TEXT PRIMARY KEY NOT NULL,
@@ -43,6 +45,7 @@ CREATE TABLE refresh_tokens (
 );
 
 CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 
 -- Audit rows outlive the users they mention: no foreign key on user_id.
 CREATE TABLE audit_log (
@@ -57,6 +60,7 @@ CREATE TABLE audit_log (
 
 CREATE INDEX audit_log_event ON audit_log (event, id);
 CREATE INDEX audit_log_user ON audit_log (user_id, id);
+-- Also what audit retention deletes by.
 CREATE INDEX audit_log_time ON audit_log (occurred_at);
 
 -- Runtime settings changed through /api/v1/admin/config.
@@ -64,3 +68,11 @@ CREATE TABLE settings (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+
+-- Written and emptied again in one transaction by the readiness probe while
+-- the storage is failing: does a write of a few pages commit again? Never
+-- holds a row outside that transaction.
+CREATE TABLE storage_probe (
+    id     INTEGER PRIMARY KEY,
+    filler BLOB NOT NULL
+);

@@ -24,8 +24,8 @@ use crate::http::ratelimit::RateLimits;
 use crate::http::router::Router;
 use crate::routes::table::{self, Optional};
 use crate::server::{self, ServerLimits, tls};
-use crate::state::{AppState, HttpLimits, SessionPolicy};
-use crate::store::Store;
+use crate::state::{AppState, HttpLimits, Readiness, SessionPolicy};
+use crate::store::{PoolOptions, Store};
 
 pub struct Application {
     listener: TcpListener,
@@ -36,6 +36,58 @@ pub struct Application {
     limits: ServerLimits,
     local_addr: SocketAddr,
     notices: Vec<String>,
+    housekeeping: Housekeeping,
+}
+
+/// Rows pruned per write transaction: small enough that a batch holds the
+/// write lock for milliseconds, not seconds.
+const PRUNE_BATCH: usize = 500;
+
+/// Expired sessions are deleted only this long after their expiry: until
+/// then a late refresh (JWT leeway, a clock step) still finds its row and is
+/// answered as it always was.
+const SESSION_GRACE: time::Duration = time::Duration::hours(1);
+
+/// The periodic work beside serving: rate-limit state and retention.
+struct Housekeeping {
+    state: Arc<AppState>,
+    every: std::time::Duration,
+    audit_retention: time::Duration,
+}
+
+impl Housekeeping {
+    async fn run(self, app: Arc<HttpApp>) {
+        let mut ticks = tokio::time::interval(self.every);
+        // After a pause (a suspended machine), one pass, not a burst.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let tracked = app.tidy();
+            tracing::debug!(tracked, "rate-limit state tidied");
+            self.prune().await;
+        }
+    }
+
+    async fn prune(&self) {
+        let now = self.state.clock.now();
+        match self
+            .state
+            .store
+            .prune(now - SESSION_GRACE, now - self.audit_retention, PRUNE_BATCH)
+            .await
+        {
+            Ok(pruned) if pruned.any() => tracing::info!(
+                refresh_tokens = pruned.refresh_tokens,
+                refresh_families = pruned.refresh_families,
+                audit_rows = pruned.audit_rows,
+                "expired sessions and old audit rows deleted"
+            ),
+            Ok(_) => {}
+            // A failing disk is logged by the store; the next pass retries.
+            Err(e) if e.is_unavailable() => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
+    }
 }
 
 impl Application {
@@ -91,9 +143,12 @@ impl Application {
 
         let db_path = config.db_path();
         let pool_size = config.db_pool_size;
-        let user_cache_entries = config.user_cache_entries;
+        let pool_options = PoolOptions {
+            user_cache_entries: config.user_cache_entries,
+            max_pages: config.max_db_pages,
+        };
         let (store, stored_settings) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&db_path, pool_size, user_cache_entries)?;
+            let store = Store::open(&db_path, pool_size, pool_options)?;
             let stored = store.settings_blocking()?;
             Ok::<_, crate::store::StoreError>((store, stored))
         })
@@ -134,6 +189,7 @@ impl Application {
             started_at,
             browser_origins: config.cors_origins.clone(),
             hooks: config.hooks.clone(),
+            readiness: Readiness::default(),
         });
         // The dummy hash that unknown emails are checked against is made now,
         // so the first such login costs no more than any other.
@@ -149,6 +205,11 @@ impl Application {
             cors: Cors::new(config.cors_origins.clone()),
             rate_limits,
             ..Edge::default()
+        };
+        let housekeeping = Housekeeping {
+            state: Arc::clone(&state),
+            every: config.housekeeping_every,
+            audit_retention: config.audit_retention,
         };
         let app = Arc::new(HttpApp::new(
             state,
@@ -167,6 +228,7 @@ impl Application {
             limits: config.server,
             local_addr,
             notices,
+            housekeeping,
         })
     }
 
@@ -193,15 +255,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
-        let app = Arc::clone(&self.app);
-        let housekeeping = tokio::spawn(async move {
-            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                every_minute.tick().await;
-                let tracked = app.tidy();
-                tracing::debug!(tracked, "rate-limit state tidied");
-            }
-        });
+        let housekeeping = tokio::spawn(self.housekeeping.run(Arc::clone(&self.app)));
         let redirects = self.redirect_listener.map(|listener| {
             tokio::spawn(server::redirect::serve(
                 listener,

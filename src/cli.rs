@@ -228,6 +228,14 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub refresh_reuse_grace_seconds: u32,
+    /// Audit rows older than this are deleted by the housekeeping that runs every minute (at least 1)
+    #[arg(
+        long,
+        env = "SECURE_API_AUDIT_RETENTION_DAYS",
+        default_value_t = 365,
+        value_name = "DAYS"
+    )]
+    pub audit_retention_days: u32,
     /// Consecutive failed logins that lock an account
     #[arg(
         long,

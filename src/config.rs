@@ -60,6 +60,13 @@ pub struct Config {
     pub access_token_ttl: time::Duration,
     pub refresh_lifetime: time::Duration,
     pub refresh_reuse_grace: time::Duration,
+    /// Audit rows older than this are deleted.
+    pub audit_retention: time::Duration,
+    /// How often housekeeping runs (rate-limit state, retention).
+    pub housekeeping_every: std::time::Duration,
+    /// `PRAGMA max_page_count` for the serving pool; only tests set it, to
+    /// get "database or disk is full" without filling a disk.
+    pub max_db_pages: Option<u32>,
     pub cors_origins: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     /// `None` turns every rate limit off.
@@ -98,6 +105,9 @@ impl Config {
             access_token_ttl: time::Duration::minutes(15),
             refresh_lifetime: time::Duration::days(7),
             refresh_reuse_grace: time::Duration::seconds(2),
+            audit_retention: time::Duration::days(365),
+            housekeeping_every: std::time::Duration::from_secs(60),
+            max_db_pages: None,
             settings: RuntimeSettings {
                 registration_enabled: true,
                 max_login_attempts: 5,
@@ -219,6 +229,12 @@ impl Config {
             0,
             60,
         )?));
+        config.audit_retention = time::Duration::days(i64::from(in_range(
+            "--audit-retention-days",
+            args.audit_retention_days,
+            1,
+            36_500,
+        )?));
         config.settings.max_login_attempts =
             in_range("--max-login-attempts", args.max_login_attempts, 1, 100)?;
         config.settings.lockout_minutes =
@@ -313,6 +329,14 @@ mod tests {
         assert_eq!(config.jwt_key, KeySource::Generated);
         assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(config.max_body_bytes, 16_384);
+        assert_eq!(config.audit_retention, time::Duration::days(365));
+    }
+
+    #[test]
+    fn audit_retention_comes_from_the_flag() {
+        let config =
+            Config::from_args(&serve_args(&["--audit-retention-days", "30"]), None).unwrap();
+        assert_eq!(config.audit_retention, time::Duration::days(30));
     }
 
     #[test]
@@ -364,6 +388,7 @@ mod tests {
             vec!["--cors-origin", "*"],
             vec!["--cors-origin", "null"],
             vec!["--rate-limit", "lots"],
+            vec!["--audit-retention-days", "0"],
         ] {
             assert!(
                 Config::from_args(&serve_args(&bad), None).is_err(),

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration as StdDuration, Instant};
 
 use time::Duration;
 
@@ -26,6 +26,7 @@ pub struct AppState {
     /// The configured CORS origins, which may also spend the refresh cookie.
     pub browser_origins: Vec<String>,
     pub hooks: TestHooks,
+    pub readiness: Readiness,
 }
 
 /// A point where a test holds a request so that a race happens on purpose.
@@ -36,6 +37,8 @@ pub type Checkpoint = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> +
 pub struct TestHooks {
     /// After a login's Argon2 check, before its outcome is settled.
     pub after_login_password_check: Option<Checkpoint>,
+    /// Before each database probe of `/health/ready` (tests count them).
+    pub before_readiness_probe: Option<Checkpoint>,
 }
 
 impl std::fmt::Debug for TestHooks {
@@ -44,6 +47,10 @@ impl std::fmt::Debug for TestHooks {
             .field(
                 "after_login_password_check",
                 &self.after_login_password_check.is_some(),
+            )
+            .field(
+                "before_readiness_probe",
+                &self.before_readiness_probe.is_some(),
             )
             .finish()
     }
@@ -54,6 +61,86 @@ impl TestHooks {
         if let Some(hold) = &self.after_login_password_check {
             hold().await;
         }
+    }
+
+    pub async fn before_readiness_probe(&self) {
+        if let Some(hold) = &self.before_readiness_probe {
+            hold().await;
+        }
+    }
+}
+
+/// How long one readiness probe's result answers every caller.
+pub const READINESS_MAX_AGE: StdDuration = StdDuration::from_secs(1);
+
+/// Why the service is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// The database did not let a write start in time.
+    NotAnswering,
+    /// Writes fail for a storage reason (full disk, I/O errors).
+    StorageFailing,
+}
+
+/// `/health/ready` answers from one probe shared by every caller: a result
+/// younger than `READINESS_MAX_AGE` is reused, and callers that arrive while
+/// a probe runs wait for its result instead of starting their own. So a
+/// flood of readiness requests costs at most one database probe a second,
+/// and never queues on the connection pool or the write lock.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    last: Arc<tokio::sync::Mutex<Option<Probed>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probed {
+    started: Instant,
+    finished: Instant,
+    outcome: Result<(), NotReady>,
+}
+
+impl Readiness {
+    pub async fn check(&self, store: &Store, hooks: &TestHooks) -> Result<(), NotReady> {
+        // Waiting here is the single flight: whoever holds the lock is
+        // probing, and leaves the result behind for the rest.
+        let mut last = Arc::clone(&self.last).lock_owned().await;
+        if let Some(probed) = *last
+            && probed.finished.elapsed() < READINESS_MAX_AGE
+        {
+            // A write that failed after the probe began outdates its
+            // "ready" at once, without another probe.
+            let overtaken = store
+                .failing_since()
+                .is_some_and(|since| since >= probed.started);
+            return match probed.outcome {
+                Ok(()) if overtaken => Err(NotReady::StorageFailing),
+                outcome => outcome,
+            };
+        }
+        let store = store.clone();
+        let hooks = hooks.clone();
+        // In a task of its own, so that a caller who hangs up does not
+        // cancel the probe the others are waiting for.
+        let probe = tokio::spawn(async move {
+            let started = Instant::now();
+            hooks.before_readiness_probe().await;
+            let outcome = match store.ping().await {
+                Ok(()) => Ok(()),
+                // Logged by the store, at most once a minute.
+                Err(cause) if cause.is_unavailable() => Err(NotReady::StorageFailing),
+                Err(cause) => {
+                    tracing::warn!(error = %cause, "readiness check failed");
+                    Err(NotReady::NotAnswering)
+                }
+            };
+            *last = Some(Probed {
+                started,
+                finished: Instant::now(),
+                outcome,
+            });
+            outcome
+        });
+        probe.await.unwrap_or(Err(NotReady::NotAnswering))
     }
 }
 

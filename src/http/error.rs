@@ -109,9 +109,17 @@ pub enum ApiError {
         detail: &'static str,
         retry_after_secs: Option<u64>,
     },
+    /// The storage cannot take writes for now (full disk, I/O errors); the
+    /// store logs the cause, once a minute rather than per request.
+    #[error("storage unavailable")]
+    StorageUnavailable,
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
 }
+
+/// What a client is told to wait when the storage fails: long enough not to
+/// hammer a full disk, short enough to notice the room an operator made.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
@@ -138,7 +146,9 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -172,6 +182,11 @@ impl ApiError {
                 "Too many requests; retry after the time in Retry-After".into(),
             ),
             ApiError::Unavailable { detail, .. } => ("service_unavailable", Cow::Borrowed(*detail)),
+            ApiError::StorageUnavailable => (
+                "storage_unavailable",
+                "The server cannot store data right now; retry after the time in Retry-After"
+                    .into(),
+            ),
             ApiError::Internal(_) => ("internal_error", "An unexpected error occurred".into()),
         }
     }
@@ -214,6 +229,9 @@ impl ApiError {
                 ..
             } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ApiError::StorageUnavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(STORAGE_RETRY_AFTER_SECS));
             }
             _ => {}
         }
@@ -272,6 +290,7 @@ impl From<StoreError> for ApiError {
                 detail: "The database is busy; retry shortly",
                 retry_after_secs: Some(1),
             },
+            ref other if other.is_unavailable() => ApiError::StorageUnavailable,
             other => ApiError::internal(other),
         }
     }

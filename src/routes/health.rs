@@ -5,6 +5,7 @@ use hyper::body::Incoming;
 use crate::http::error::ApiError;
 use crate::http::response::{APPLICATION_JSON, with_body};
 use crate::http::router::{Ctx, HandlerResult};
+use crate::state::NotReady;
 
 const LIVE_BODY: &str = concat!(
     r#"{"status":"healthy","version":""#,
@@ -22,21 +23,25 @@ pub async fn live(_ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     ))
 }
 
-/// Readiness: the database could take a write now.
+/// Readiness: the database could take a write now (one probe a second at
+/// most, shared by every caller; see `state::Readiness`).
 pub async fn ready(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    match ctx.state.store.ping().await {
+    match ctx
+        .state
+        .readiness
+        .check(&ctx.state.store, &ctx.state.hooks)
+        .await
+    {
         Ok(()) => Ok(with_body(
             StatusCode::OK,
             APPLICATION_JSON,
             Bytes::from_static(READY_BODY.as_bytes()),
         )),
-        Err(cause) => {
-            tracing::warn!(error = %cause, "readiness check failed");
-            Err(ApiError::Unavailable {
-                detail: "The database is not answering",
-                retry_after_secs: Some(1),
-            })
-        }
+        Err(NotReady::StorageFailing) => Err(ApiError::StorageUnavailable),
+        Err(NotReady::NotAnswering) => Err(ApiError::Unavailable {
+            detail: "The database is not answering",
+            retry_after_secs: Some(1),
+        }),
     }
 }
 

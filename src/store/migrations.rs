@@ -14,6 +14,7 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 pub const STEPS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_refresh_rotation_detail.sql"),
+    include_str!("../../migrations/0003_retention_and_storage_probe.sql"),
 ];
 
 /// A schema and the steps that reach it; the real one is [`Plan::CURRENT`].

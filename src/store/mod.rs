@@ -4,6 +4,8 @@
 
 pub mod audit;
 pub mod backup;
+pub mod health;
+mod housekeeping;
 pub mod migrations;
 pub mod sessions;
 mod settings;
@@ -32,6 +34,8 @@ use crate::domain::role::Role;
 use crate::domain::user::{Credentials, NewUser, TokenSubject, User};
 use crate::files;
 use audit::AuditRecord;
+use health::StorageHealth;
+pub use housekeeping::Pruned;
 use migrations::Plan;
 use sessions::{NewSession, Refresh, Rotated, Rotation};
 use user_cache::UserCache;
@@ -43,6 +47,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readiness must answer quickly even when a writer holds the lock.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Between two retention batches: longer than most of SQLite's busy-handler
+/// sleeps, so a writer waiting for the lock gets it before the next batch.
+const PRUNE_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,6 +61,9 @@ pub enum StoreError {
     Denied(Denied),
     #[error("the database is busy")]
     Busy,
+    /// The storage cannot take this for now (see `health::is_unavailable`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(rusqlite::Error),
     #[error("{0}")]
     Schema(String),
     #[error("no database at {0}")]
@@ -77,12 +87,19 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
+            Some(code) if health::is_unavailable(code) => StoreError::Unavailable(e),
             _ => StoreError::Sqlite(e),
         }
     }
 }
 
 impl StoreError {
+    /// A failure of the storage rather than of the request or the code: a
+    /// full, failing or read-only disk, or no connection to be had in time.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Pool(_))
+    }
+
     fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         StoreError::Io {
             context: context.into(),
@@ -95,6 +112,20 @@ impl StoreError {
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+}
+
+/// What the readiness probe writes while the storage is failing: a few pages,
+/// so that it needs room the way a registration does, not just page 1.
+const PROBE_BYTES: i64 = 64 * 1024;
+
+/// Options of the serving pool beyond its size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolOptions {
+    /// Users whose state each runtime thread caches; 0 turns it off (see `user_cache`).
+    pub user_cache_entries: usize,
+    /// `PRAGMA max_page_count` on every pooled connection: tests use it to
+    /// get SQLITE_FULL without filling a disk. `None` in a server.
+    pub max_pages: Option<u32>,
 }
 
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
@@ -159,26 +190,27 @@ pub struct Store {
     /// lock (busy timeout 0), for the one read on every authenticated request.
     fast_readers: Arc<ThreadLocal<RefCell<Connection>>>,
     user_cache: Arc<UserCache>,
+    health: Arc<StorageHealth>,
 }
 
 impl Store {
     /// Opens (creating and initializing a new file) the database for serving;
     /// a database that needs migrating is refused with the command to run.
-    ///
-    /// `user_cache_entries` bounds the user-state cache per runtime thread
-    /// (0 turns it off; see `user_cache`).
-    pub fn open(
-        path: &Path,
-        pool_size: u32,
-        user_cache_entries: usize,
-    ) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, pool_size: u32, options: PoolOptions) -> Result<Self, StoreError> {
         {
             let mut conn = open_admin_connection(path, true)?;
             Plan::CURRENT.ensure_ready(&mut conn)?;
         }
+        let max_pages = options.max_pages;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(READ_WRITE)
-            .with_init(|conn| configure(conn));
+            .with_init(move |conn| {
+                configure(conn)?;
+                if let Some(pages) = max_pages {
+                    conn.pragma_update(None, "max_page_count", pages)?;
+                }
+                Ok(())
+            });
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(1))
@@ -187,7 +219,7 @@ impl Store {
             // connection shows up as the query's own error anyway.
             .test_on_check_out(false)
             .build(manager)?;
-        let user_cache = Arc::new(UserCache::new(user_cache_entries));
+        let user_cache = Arc::new(UserCache::new(options.user_cache_entries));
         if user_cache.enabled() {
             user_cache::watch_other_writers(&user_cache, path).map_err(|source| {
                 StoreError::Io {
@@ -202,24 +234,44 @@ impl Store {
             path: Arc::new(path.to_owned()),
             fast_readers: Arc::new(ThreadLocal::new()),
             user_cache,
+            health: Arc::default(),
         })
     }
 
     /// Ready means a write could start now: a database whose write lock is
-    /// held for long cannot log anybody in.
+    /// held for long cannot log anybody in. While writes are failing for a
+    /// storage reason, it also means that a write of a few pages commits
+    /// again (and then writes are healthy again): taking the lock alone
+    /// works on a full disk too.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let pool = self.pool.clone();
+        let health = Arc::clone(&self.health);
+        let failing = health.failing_since().is_some();
         self.run_blocking(move || {
-            let conn = pool.get_timeout(READY_TIMEOUT)?;
-            conn.busy_timeout(READY_TIMEOUT)?;
-            let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
-            if !conn.is_autocommit() {
-                conn.execute_batch("ROLLBACK")?;
-            }
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            result.map_err(StoreError::from)
+            let result = (|| {
+                let conn = pool.get_timeout(READY_TIMEOUT)?;
+                conn.busy_timeout(READY_TIMEOUT)?;
+                let result = if failing {
+                    probe_write(&conn)
+                } else {
+                    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+                        .map_err(StoreError::from)
+                };
+                if !conn.is_autocommit() {
+                    conn.execute_batch("ROLLBACK")?;
+                }
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                result
+            })();
+            health.observe(&result, failing);
+            result
         })
         .await
+    }
+
+    /// Since when writes have been failing for a storage reason, if they are.
+    pub fn failing_since(&self) -> Option<std::time::Instant> {
+        self.health.failing_since()
     }
 
     pub async fn create_user(
@@ -272,7 +324,9 @@ impl Store {
             return Ok(Some(cached));
         }
         let read_at = self.user_cache.generation();
-        let found = match self.fast_read(|conn| users::token_subject(conn, user_id, session_id)) {
+        let fast = self.fast_read(|conn| users::token_subject(conn, user_id, session_id));
+        self.health.observe(&fast, false);
+        let found = match fast {
             Err(StoreError::Busy) => {
                 let (user, session) = (user_id.to_owned(), session_id.to_owned());
                 Box::pin(self.read(move |conn| users::token_subject(conn, &user, &session))).await
@@ -621,6 +675,36 @@ impl Store {
         .await
     }
 
+    /// Deletes refresh tokens and families that expired before
+    /// `sessions_before` and audit rows older than `audit_before`, in
+    /// batches of at most `batch` rows, each its own short write
+    /// transaction, pausing between batches so that other writers (other
+    /// processes too, whose busy handler polls) get the lock in between.
+    pub async fn prune(
+        &self,
+        sessions_before: OffsetDateTime,
+        audit_before: OffsetDateTime,
+        batch: usize,
+    ) -> Result<Pruned, StoreError> {
+        let batch = batch.max(1);
+        let mut pruned = Pruned::default();
+        for what in housekeeping::Prunable::ALL {
+            loop {
+                let deleted = self
+                    .write(move |tx| {
+                        housekeeping::delete_batch(tx, what, sessions_before, audit_before, batch)
+                    })
+                    .await?;
+                pruned.add(what, deleted);
+                if deleted < batch {
+                    break;
+                }
+                tokio::time::sleep(PRUNE_PAUSE).await;
+            }
+        }
+        Ok(pruned)
+    }
+
     async fn run_blocking<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         F: FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -645,9 +729,14 @@ impl Store {
         T: Send + 'static,
     {
         let pool = self.pool.clone();
+        let health = Arc::clone(&self.health);
         self.run_blocking(move || {
-            let conn = pool.get()?;
-            work(&conn)
+            let result = pool
+                .get()
+                .map_err(StoreError::from)
+                .and_then(|conn| work(&conn));
+            health.observe(&result, false);
+            result
         })
         .await
     }
@@ -659,9 +748,10 @@ impl Store {
     {
         let pool = self.pool.clone();
         let user_cache = Arc::clone(&self.user_cache);
+        let health = Arc::clone(&self.health);
         self.run_blocking(move || {
-            let mut conn = pool.get()?;
             let result = (|| -> Result<T, StoreError> {
+                let mut conn = pool.get()?;
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let value = work(&tx)?;
                 tx.commit()?;
@@ -670,10 +760,24 @@ impl Store {
             // After the transaction has ended, whatever its outcome: a reader
             // that saw the old generation must not keep what it read.
             user_cache.invalidate();
+            health.observe(&result, true);
             result
         })
         .await
     }
+}
+
+/// Writes a few pages and takes them away again in one committed
+/// transaction: it needs room in the WAL (and pages under `max_page_count`)
+/// like any other write, and leaves no row behind.
+fn probe_write(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    conn.prepare_cached("INSERT INTO storage_probe (filler) VALUES (zeroblob(?1))")?
+        .execute([PROBE_BYTES])?;
+    conn.prepare_cached("DELETE FROM storage_probe")?
+        .execute([])?;
+    conn.execute_batch("COMMIT")?;
+    Ok(())
 }
 
 /// Creates a user through a one-off connection (for `create-admin`).

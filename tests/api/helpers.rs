@@ -653,3 +653,32 @@ pub async fn create_admin(
     args.extend_from_slice(&FAST_HASH_ARGS);
     run_cli(&args, Some(password)).await
 }
+
+/// Longer than one readiness probe's result is reused: the next caller probes.
+pub fn ready_result_expired() -> Duration {
+    secure_api::state::READINESS_MAX_AGE + Duration::from_millis(100)
+}
+
+/// Asks again (a fresh connection each time) until `done` accepts the
+/// response; fails after `within`. For state that changes in the background,
+/// with a deadline generous enough for a loaded machine.
+pub async fn eventually(
+    within: Duration,
+    mut ask: impl AsyncFnMut() -> TestResponse,
+    mut done: impl FnMut(&TestResponse) -> bool,
+) -> TestResponse {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let response = ask().await;
+        if done(&response) {
+            return response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {} after {within:?}: {:?}",
+            response.status,
+            response.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

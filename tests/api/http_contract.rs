@@ -263,6 +263,9 @@ async fn readiness_fails_while_the_database_cannot_take_a_write() {
 
     let blocker = rusqlite::Connection::open(app.db_path()).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // A result is shared for up to 1 s; past that the next caller probes
+    // again, so a failure is seen after at most about a second.
+    tokio::time::sleep(crate::helpers::ready_result_expired()).await;
     let response = app.get("/health/ready").await;
     assert_problem(&response, 503, "service_unavailable");
     assert_eq!(response.header("retry-after"), Some("1"));
@@ -270,5 +273,6 @@ async fn readiness_fails_while_the_database_cannot_take_a_write() {
     assert_eq!(app.get("/health").await.status, 200);
 
     blocker.execute_batch("ROLLBACK").unwrap();
+    tokio::time::sleep(crate::helpers::ready_result_expired()).await;
     assert_eq!(app.get("/health/ready").await.status, 200);
 }

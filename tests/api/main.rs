@@ -20,6 +20,7 @@ mod matrix;
 mod openapi;
 mod operations;
 mod register;
+mod storage;
 mod store_ops;
 mod tokens;
 mod transport;

@@ -1,0 +1,177 @@
+//! Whether the storage can take writes. A statement that fails for a storage
+//! reason (full disk, I/O error, read-only file system) marks it failing; the
+//! next write that commits (a request's, or the readiness probe's) marks it
+//! healthy again. Failures are logged at most once a minute, with the number
+//! held back since the previous line, so a full disk under load is one error
+//! line a minute rather than one per request.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rusqlite::ErrorCode;
+
+use super::StoreError;
+
+/// At most one error line per this long while the storage is failing.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The SQLite result codes that mean "the storage cannot take this for now":
+/// a full disk (or a full database under `max_page_count`), an I/O error, a
+/// read-only file system or database file, a file that cannot be opened, and
+/// a broken WAL lock protocol. They clear up without a code change, so the
+/// client is told to come back (503); everything else (a constraint, a
+/// damaged database, misuse) stays a server error. Busy and locked have their
+/// own mapping (`StoreError::Busy`).
+pub fn is_unavailable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed
+    )
+}
+
+#[derive(Debug, Default)]
+pub(super) struct StorageHealth {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    failing_since: Option<Instant>,
+    last_logged: Option<Instant>,
+    /// Failures since the last logged one.
+    held_back: u64,
+}
+
+impl StorageHealth {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a few plain fields updated together; whatever a
+        // panicking holder left is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes the outcome of a statement or transaction: a storage failure
+    /// marks the storage failing; a committed write, when `wrote`, marks it
+    /// healthy. Other errors say nothing about the storage.
+    pub(super) fn observe<T>(&self, result: &Result<T, StoreError>, wrote: bool) {
+        match result {
+            Ok(_) if wrote => self.recovered(),
+            Err(e) if e.is_unavailable() => self.failed(e),
+            _ => {}
+        }
+    }
+
+    fn failed(&self, cause: &StoreError) {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.failing_since.get_or_insert(now);
+        state.held_back += 1;
+        let due = state
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= LOG_EVERY);
+        if due {
+            tracing::error!(
+                error = %cause,
+                failures = state.held_back,
+                "storage cannot take writes; answering 503 until a write succeeds"
+            );
+            state.last_logged = Some(now);
+            state.held_back = 0;
+        }
+    }
+
+    fn recovered(&self) {
+        let mut state = self.state();
+        if state.failing_since.take().is_some() {
+            tracing::warn!(
+                unlogged_failures = state.held_back,
+                "storage takes writes again"
+            );
+            state.held_back = 0;
+        }
+    }
+
+    /// Since when writes have been failing, if they are.
+    pub(super) fn failing_since(&self) -> Option<Instant> {
+        self.state().failing_since
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn storage_errors_are_unavailable_and_the_rest_are_not() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_SHMSIZE,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_READONLY_DBMOVED,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_PROTOCOL,
+        ] {
+            let error = StoreError::from(sqlite_error(code));
+            assert!(
+                matches!(error, StoreError::Unavailable(_)) && error.is_unavailable(),
+                "{code}: {error:?}"
+            );
+        }
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_BUSY_TIMEOUT,
+        ] {
+            assert!(
+                matches!(StoreError::from(sqlite_error(code)), StoreError::Busy),
+                "{code}"
+            );
+        }
+        for code in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_MISUSE,
+            ffi::SQLITE_ERROR,
+            ffi::SQLITE_TOOBIG,
+        ] {
+            let error = StoreError::from(sqlite_error(code));
+            assert!(
+                matches!(error, StoreError::Sqlite(_)) && !error.is_unavailable(),
+                "{code}: {error:?}"
+            );
+        }
+        assert!(!StoreError::from(rusqlite::Error::QueryReturnedNoRows).is_unavailable());
+    }
+
+    #[test]
+    fn a_failure_marks_the_storage_failing_until_a_write_commits() {
+        let health = StorageHealth::default();
+        assert!(health.failing_since().is_none());
+        let full: Result<(), StoreError> = Err(sqlite_error(rusqlite::ffi::SQLITE_FULL).into());
+        health.observe(&full, true);
+        let since = health.failing_since().expect("failing after SQLITE_FULL");
+        // More failures neither move the start nor log again within the minute.
+        health.observe(&full, true);
+        assert_eq!(health.failing_since(), Some(since));
+        assert_eq!(health.state().held_back, 1);
+        // A read that works, or an error of another kind, says nothing.
+        health.observe(&Ok(()), false);
+        let other: Result<(), StoreError> = Err(StoreError::NotFound);
+        health.observe(&other, true);
+        assert!(health.failing_since().is_some());
+        health.observe(&Ok(()), true);
+        assert!(health.failing_since().is_none());
+    }
+}
