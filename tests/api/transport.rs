@@ -1,9 +1,15 @@
-//! TLS versions and ALPN, deadlines on slow clients, the connection cap.
+//! TLS versions and ALPN, deadlines on slow and silent clients, the
+//! connection caps (in total and per client), HEAD over both protocols.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::helpers::{
     TestApp, client_config, client_config_versions, send_http1, send_http2, tls_connect,
@@ -172,4 +178,145 @@ async fn connections_over_the_cap_wait_until_one_closes() {
         .unwrap();
     let response = send_http1(third, "GET", "/health", &[], None).await;
     assert_eq!(response.status, 200);
+}
+
+/// The server's deadline for a request head in the tests below: short, so
+/// that no test waits the production 10 s.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+/// Far above `HEAD_TIMEOUT` (and the shutdown grace the tests set), far below
+/// "never": a busy shared machine may be slow, a broken server is not closed.
+const CLOSED_BOUND: Duration = Duration::from_secs(20);
+
+async fn quick_timeouts_app() -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.server.header_read_timeout = HEAD_TIMEOUT;
+        c.server.shutdown_grace = HEAD_TIMEOUT;
+    })
+    .await
+}
+
+fn cert_of(app: &TestApp) -> std::path::PathBuf {
+    app.data_dir().join("tls-cert.pem")
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_whatever_its_alpn() {
+    let app = quick_timeouts_app().await;
+    let offers: [&[&[u8]]; 3] = [&[b"http/1.1"], &[], &[b"h2"]];
+    for alpn in offers {
+        let mut stream = tls_connect(app.addr, client_config(&cert_of(&app), alpn)).await;
+        assert!(
+            closed_within(&mut stream, CLOSED_BOUND).await,
+            "a client that offered ALPN {alpn:?} and then sent nothing is still connected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_http1_connection_is_closed_when_no_next_request_comes() {
+    let app = quick_timeouts_app().await;
+    let mut stream = app.tls_stream().await;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The response arrives (read and skipped), then the close.
+    assert!(closed_within(&mut stream, CLOSED_BOUND).await);
+}
+
+#[tokio::test]
+async fn silent_clients_holding_every_slot_do_not_lock_out_a_real_one() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.max_connections = 4;
+        c.server.header_read_timeout = HEAD_TIMEOUT;
+    })
+    .await;
+    let mut silent = Vec::new();
+    let offers: [&[&[u8]]; 4] = [&[b"http/1.1"], &[], &[b"http/1.1"], &[]];
+    for alpn in offers {
+        silent.push(tls_connect(app.addr, client_config(&cert_of(&app), alpn)).await);
+    }
+    // A fifth connection waits in the listen queue until the server closes
+    // a silent one; before the fix that never happened.
+    let response = tokio::time::timeout(CLOSED_BOUND, app.get("/health"))
+        .await
+        .expect("a real client is served once the silent ones time out");
+    assert_eq!(response.status, 200);
+    drop(silent);
+}
+
+/// The frame types of the HTTP/2 frames in `bytes` (whole frames only).
+fn h2_frame_types(bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = rest.get(9 + length..).unwrap_or_default();
+    }
+    types
+}
+
+/// Everything the server sends until it closes the connection; `None` if it
+/// is still open after `limit`.
+async fn read_until_closed(stream: &mut TlsStream<TcpStream>, limit: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(received),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+const GOAWAY: u8 = 0x7;
+
+#[tokio::test]
+async fn an_http2_connection_that_opens_no_stream_gets_goaway_and_is_closed() {
+    let app = quick_timeouts_app().await;
+    let mut stream = tls_connect(app.addr, client_config(&cert_of(&app), &[b"h2"])).await;
+    // The client preface and an empty SETTINGS frame, then nothing: the
+    // server's PING that follows its GOAWAY is never answered either.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let received = read_until_closed(&mut stream, CLOSED_BOUND)
+        .await
+        .expect("an HTTP/2 connection without a stream is closed");
+    let types = h2_frame_types(&received);
+    assert!(
+        types.contains(&GOAWAY),
+        "a GOAWAY before the close: {types:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_is_closed_once_idle_after_its_last_response() {
+    let app = quick_timeouts_app().await;
+    let stream = tls_connect(app.addr, client_config(&cert_of(&app), &[b"h2"])).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..2 {
+        let request = Request::get("https://localhost/health")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    // The client keeps its end open (and answers the server's PING); the
+    // server ends the connection.
+    tokio::time::timeout(CLOSED_BOUND, conn)
+        .await
+        .expect("an idle HTTP/2 connection is closed by the server")
+        .unwrap()
+        .unwrap();
+    drop(sender);
 }
