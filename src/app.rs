@@ -22,6 +22,7 @@ use crate::http::cors::Cors;
 use crate::http::middleware::{Edge, HttpApp};
 use crate::http::ratelimit::RateLimits;
 use crate::http::router::{Router, table_with};
+use crate::server::per_ip::PerIpConnections;
 use crate::server::{self, ServerLimits, tls};
 use crate::state::{AppState, HttpLimits, SessionPolicy};
 use crate::store::Store;
@@ -32,6 +33,7 @@ pub struct Application {
     certs: Arc<tls::CertStore>,
     acceptor: TlsAcceptor,
     app: Arc<HttpApp>,
+    per_ip: Arc<PerIpConnections>,
     limits: ServerLimits,
     local_addr: SocketAddr,
     generated: Vec<String>,
@@ -144,6 +146,10 @@ impl Application {
             .map(RateLimits::new)
             .transpose()
             .map_err(|e| anyhow!(e))?;
+        let per_ip = Arc::new(PerIpConnections::new(
+            config.server.max_connections_per_ip,
+            config.trusted_proxies.clone(),
+        ));
         let edge = Edge {
             client_ip: ClientIpResolver::new(config.trusted_proxies.clone()),
             cors: Cors::new(config.cors_origins.clone()),
@@ -161,6 +167,7 @@ impl Application {
             certs,
             acceptor,
             app,
+            per_ip,
             limits: config.server,
             local_addr,
             generated,
@@ -190,11 +197,12 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let app = Arc::clone(&self.app);
+        let per_ip = Arc::clone(&self.per_ip);
         let housekeeping = tokio::spawn(async move {
             let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 every_minute.tick().await;
-                let tracked = app.tidy();
+                let tracked = app.tidy() + per_ip.tidy();
                 tracing::debug!(tracked, "rate-limit state tidied");
             }
         });
@@ -209,6 +217,7 @@ impl Application {
             self.listener,
             self.acceptor,
             self.app,
+            self.per_ip,
             self.limits,
             shutdown,
         )

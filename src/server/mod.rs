@@ -1,7 +1,8 @@
 //! Sockets and TLS: the accept loop, the per-connection task (TLS handshake
-//! under a deadline, then hyper beside an idle watchdog), the connection cap
-//! and graceful shutdown.
+//! under a deadline, then hyper, then an idle watchdog), the connection caps
+//! (in total and per client) and graceful shutdown.
 
+pub mod per_ip;
 pub mod redirect;
 pub mod signals;
 pub mod tls;
@@ -22,10 +23,13 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::middleware::{ConnInfo, HttpApp};
+use per_ip::{IpSlot, PerIpConnections};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    /// Connections one client IP may hold at once (trusted proxies exempt).
+    pub max_connections_per_ip: u32,
     pub tls_handshake_timeout: Duration,
     /// How long a connection may go without a complete request head after
     /// the TLS handshake or its previous response, whatever the protocol;
@@ -42,6 +46,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_ip: 64,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
@@ -87,6 +92,7 @@ pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Arc<HttpApp>,
+    per_ip: Arc<PerIpConnections>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -124,6 +130,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Over its own cap, a client's new connection is closed at once,
+        // before any TLS work, and its global slot goes back with `permit`.
+        let Some(slot) = per_ip.admit(peer.ip()) else {
+            continue;
+        };
         tokio::spawn(serve_connection(
             tcp,
             peer,
@@ -132,7 +143,10 @@ pub async fn serve(
             Arc::clone(&builders),
             limits,
             stop_rx.clone(),
-            permit,
+            Held {
+                _total: permit,
+                _per_ip: slot,
+            },
         ));
     }
 
@@ -149,6 +163,13 @@ pub async fn serve(
     }
 }
 
+/// A connection's places under both caps, given back when its task ends,
+/// however it ends.
+struct Held {
+    _total: OwnedSemaphorePermit,
+    _per_ip: IpSlot,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     tcp: TcpStream,
@@ -158,7 +179,7 @@ async fn serve_connection(
     builders: Arc<Builders>,
     limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _held: Held,
 ) {
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp));

@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::helpers::{
-    TestApp, client_config, client_config_versions, send_http1, send_http2, tls_connect,
+    TestApp, client_config, client_config_versions, send_http1, send_http2, start_server_with_env,
+    tls_connect,
 };
 
 #[tokio::test]
@@ -319,4 +320,126 @@ async fn an_http2_connection_is_closed_once_idle_after_its_last_response() {
         .unwrap()
         .unwrap();
     drop(sender);
+}
+
+/// Whether a TLS connection to `addr` is refused (closed by the server before
+/// or during the handshake) within `limit`.
+async fn refused_within(
+    addr: std::net::SocketAddr,
+    cert: &std::path::Path,
+    limit: Duration,
+) -> bool {
+    let connector = tokio_rustls::TlsConnector::from(client_config(cert, &[b"http/1.1"]));
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await?;
+        // A handshake that completed is not refused unless closed at once.
+        let mut byte = [0u8; 1];
+        match tls.read(&mut byte).await {
+            Ok(0) | Err(_) => Err(std::io::Error::other("closed")),
+            Ok(_) => Ok(()),
+        }
+    };
+    matches!(tokio::time::timeout(limit, attempt).await, Ok(Err(_)))
+}
+
+/// "At once": well before any handshake or header deadline (10 s) could be
+/// what closed the connection.
+const AT_ONCE: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn a_client_over_its_connection_cap_is_closed_at_once_and_gets_slots_back() {
+    let app = TestApp::spawn_with(|c| c.server.max_connections_per_ip = 2).await;
+    let cert = cert_of(&app);
+    let first = app.tls_stream().await;
+    let second = app.tls_stream().await;
+    assert!(
+        refused_within(app.addr, &cert, AT_ONCE).await,
+        "a third connection from 127.0.0.1 is closed at once"
+    );
+    // The first two are served all the same.
+    assert_eq!(
+        send_http1(first, "GET", "/health", &[], None).await.status,
+        200
+    );
+    assert_eq!(
+        send_http1(second, "GET", "/health", &[], None).await.status,
+        200
+    );
+
+    // Closed connections give their slots back: two at once work again.
+    let deadline = tokio::time::Instant::now() + CLOSED_BOUND;
+    loop {
+        let a = app.tls_stream().await;
+        let b = app.tls_stream().await;
+        let (a, b) = tokio::join!(
+            tokio::time::timeout(AT_ONCE, send_http1_checked(a)),
+            tokio::time::timeout(AT_ONCE, send_http1_checked(b))
+        );
+        if matches!((a, b), (Ok(Some(200)), Ok(Some(200)))) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots of closed connections are given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A GET /health that reports a closed connection as `None` instead of
+/// panicking.
+async fn send_http1_checked(stream: TlsStream<TcpStream>) -> Option<u16> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let request = Request::get("/health")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    Some(sender.send_request(request).await.ok()?.status().as_u16())
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_not_capped_per_ip() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.max_connections_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(app.tls_stream().await);
+    }
+    for stream in open {
+        assert_eq!(
+            send_http1(stream, "GET", "/health", &[], None).await.status,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_per_ip_cap_is_read_from_the_environment_and_refusals_are_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server =
+        start_server_with_env(&data, &[], &[("SECURE_API_MAX_CONNECTIONS_PER_IP", "1")]).await;
+    let cert = data.join("tls-cert.pem");
+    let held = tls_connect(server.addr, client_config(&cert, &[b"http/1.1"])).await;
+    for _ in 0..3 {
+        assert!(refused_within(server.addr, &cert, AT_ONCE).await);
+    }
+    assert_eq!(
+        send_http1(held, "GET", "/health", &[], None).await.status,
+        200
+    );
+    let (_, logs, _) = server.stop_with_logs().await;
+    assert_eq!(
+        logs.matches("per-client connection limit reached").count(),
+        1,
+        "one line per client per minute: {logs}"
+    );
 }
