@@ -443,3 +443,129 @@ async fn the_per_ip_cap_is_read_from_the_environment_and_refusals_are_logged_onc
         "one line per client per minute: {logs}"
     );
 }
+
+struct H2Response {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Result<Bytes, String>,
+}
+
+/// One request over a fresh HTTP/2 connection; a protocol error on the body
+/// is returned, not a panic.
+async fn h2_request(app: &TestApp, method: &str, path: &str, token: Option<&str>) -> H2Response {
+    let stream = tls_connect(app.addr, client_config(&cert_of(app), &[b"h2"])).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("https://localhost{path}"));
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let response = sender
+        .send_request(builder.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    H2Response {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| format!("{e:?}")),
+    }
+}
+
+#[tokio::test]
+async fn head_over_http2_answers_like_get_without_a_body() {
+    let app = TestApp::spawn().await;
+    let token = app.signed_in("headcheck").await.access_token();
+    for (path, token) in [
+        ("/health", None),
+        ("/health/ready", None),
+        ("/api/v1/users/me", Some(token.as_str())),
+        ("/api/v1/users/me", None),
+    ] {
+        let get = h2_request(&app, "GET", path, token).await;
+        let get_body = get.body.expect("GET body");
+        assert!(!get_body.is_empty(), "{path}");
+        let head = h2_request(&app, "HEAD", path, token).await;
+        assert_eq!(head.status, get.status, "{path}");
+        let head_body = head
+            .body
+            .unwrap_or_else(|e| panic!("HEAD {path} over HTTP/2 ended in an error: {e}"));
+        assert!(head_body.is_empty(), "{path}: {head_body:?}");
+        let length = get_body.len().to_string();
+        assert_eq!(
+            head.headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()),
+            Some(length.as_str()),
+            "{path}"
+        );
+        for name in [
+            "content-type",
+            "x-frame-options",
+            "strict-transport-security",
+        ] {
+            assert_eq!(
+                head.headers.get(name),
+                get.headers.get(name),
+                "{path} {name}"
+            );
+        }
+    }
+}
+
+/// The raw HTTP/1.1 exchange, to see exactly what the server writes.
+async fn http1_raw(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (String, Vec<u8>) {
+    let mut stream = app.tls_stream().await;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let received = read_until_closed(&mut stream, CLOSED_BOUND)
+        .await
+        .expect("the server closes after Connection: close");
+    let split = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&received[..split]).to_ascii_lowercase();
+    (head, received[split + 4..].to_vec())
+}
+
+fn content_length(head: &str) -> Option<&str> {
+    head.lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map(str::trim)
+}
+
+#[tokio::test]
+async fn head_over_http1_answers_like_get_without_a_body() {
+    let app = TestApp::spawn().await;
+    let token = app.signed_in("headcheck1").await.access_token();
+    for (path, token) in [
+        ("/health", None),
+        ("/api/v1/users/me", Some(token.as_str())),
+        ("/api/v1/users/me", None),
+    ] {
+        let (get_head, get_body) = http1_raw(&app, "GET", path, token).await;
+        let (head_head, head_body) = http1_raw(&app, "HEAD", path, token).await;
+        let status = |head: &str| head.lines().next().map(str::to_owned);
+        assert_eq!(status(&head_head), status(&get_head), "{path}");
+        assert!(head_body.is_empty(), "{path}: {head_body:?}");
+        let length = get_body.len().to_string();
+        assert_eq!(content_length(&head_head), Some(length.as_str()), "{path}");
+    }
+}
