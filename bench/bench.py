@@ -180,7 +180,11 @@ def limit_ready(line):
 
 
 def start_sa(name, tmp, data, port, extra=()):
-    cmd = [SA_BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, *extra]
+    # Every load generator connects from 127.0.0.1, and its floods and
+    # slowloris sets stand for many clients: the per-client connection cap
+    # (64 by default) would refuse all but the first 64.
+    cmd = [SA_BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
+           "--max-connections-per-ip", "1000000", *extra]
     s = Server(name, cmd, tmp, "stdout", sa_ready)
     s.port = port
     log(f"secure-api [{name}] pid {s.pid} ready on {port} after {s.ready_s * 1000:.0f} ms")

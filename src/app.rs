@@ -23,6 +23,7 @@ use crate::http::middleware::{Edge, HttpApp};
 use crate::http::ratelimit::RateLimits;
 use crate::http::router::Router;
 use crate::routes::table::{self, Optional};
+use crate::server::per_ip::PerIpConnections;
 use crate::server::{self, ServerLimits, tls};
 use crate::state::{AppState, HttpLimits, Readiness, SessionPolicy};
 use crate::store::{PoolOptions, Store};
@@ -33,6 +34,7 @@ pub struct Application {
     certs: Arc<tls::CertStore>,
     acceptor: TlsAcceptor,
     app: Arc<HttpApp>,
+    per_ip: Arc<PerIpConnections>,
     limits: ServerLimits,
     local_addr: SocketAddr,
     notices: Vec<String>,
@@ -56,14 +58,14 @@ struct Housekeeping {
 }
 
 impl Housekeeping {
-    async fn run(self, app: Arc<HttpApp>) {
+    async fn run(self, app: Arc<HttpApp>, per_ip: Arc<PerIpConnections>) {
         let mut ticks = tokio::time::interval(self.every);
         // After a pause (a suspended machine), one pass, not a burst.
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let tracked = app.tidy();
-            tracing::debug!(tracked, "rate-limit state tidied");
+            let tracked = app.tidy() + per_ip.tidy();
+            tracing::debug!(tracked, "rate-limit and per-client state tidied");
             self.prune().await;
         }
     }
@@ -200,6 +202,10 @@ impl Application {
             .map(RateLimits::new)
             .transpose()
             .map_err(|e| anyhow!(e))?;
+        let per_ip = Arc::new(PerIpConnections::new(
+            config.server.max_connections_per_ip,
+            config.trusted_proxies.clone(),
+        ));
         let edge = Edge {
             client_ip: ClientIpResolver::new(config.trusted_proxies.clone()),
             cors: Cors::new(config.cors_origins.clone()),
@@ -225,6 +231,7 @@ impl Application {
             certs,
             acceptor,
             app,
+            per_ip,
             limits: config.server,
             local_addr,
             notices,
@@ -255,7 +262,10 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
-        let housekeeping = tokio::spawn(self.housekeeping.run(Arc::clone(&self.app)));
+        let housekeeping = tokio::spawn(
+            self.housekeeping
+                .run(Arc::clone(&self.app), Arc::clone(&self.per_ip)),
+        );
         let redirects = self.redirect_listener.map(|listener| {
             tokio::spawn(server::redirect::serve(
                 listener,
@@ -267,6 +277,7 @@ impl Application {
             self.listener,
             self.acceptor,
             self.app,
+            self.per_ip,
             self.limits,
             shutdown,
         )

@@ -149,6 +149,16 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_connections: usize,
+    /// Most simultaneous connections from one client IP (an IPv6 client by
+    /// its /64); trusted proxies are exempt. Past it, new connections from
+    /// that client are closed at once
+    #[arg(
+        long,
+        env = "SECURE_API_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub max_connections_per_ip: u32,
     /// Origin allowed to call the API from a browser, exactly as sent (repeat)
     #[arg(
         long = "cors-origin",

@@ -160,6 +160,9 @@ impl Config {
         if !(1..=1_000_000).contains(&args.max_connections) {
             return Err("--max-connections must be between 1 and 1000000".to_owned());
         }
+        if !(1..=1_000_000).contains(&args.max_connections_per_ip) {
+            return Err("--max-connections-per-ip must be between 1 and 1000000".to_owned());
+        }
         if args.max_body_bytes > 64 * 1024 * 1024 {
             return Err("--max-body-bytes must be at most 67108864".to_owned());
         }
@@ -184,6 +187,7 @@ impl Config {
         config.user_cache_entries = args.user_cache_entries;
         config.max_body_bytes = args.max_body_bytes;
         config.server.max_connections = args.max_connections;
+        config.server.max_connections_per_ip = args.max_connections_per_ip;
         config.cors_origins = args
             .cors_origins
             .iter()
@@ -329,6 +333,7 @@ mod tests {
         assert_eq!(config.jwt_key, KeySource::Generated);
         assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(config.max_body_bytes, 16_384);
+        assert_eq!(config.server.max_connections_per_ip, 64);
         assert_eq!(config.audit_retention, time::Duration::days(365));
     }
 
@@ -378,10 +383,19 @@ mod tests {
         let limits = config.rate_limits.unwrap();
         assert_eq!(limits.login, None);
         assert_eq!(limits.api.unwrap().count.get(), 60);
+        let capped = serve_args(&["--max-connections-per-ip", "2"]);
+        assert_eq!(
+            Config::from_args(&capped, None)
+                .unwrap()
+                .server
+                .max_connections_per_ip,
+            2
+        );
         let off = Config::from_args(&serve_args(&["--rate-limit", "off"]), None).unwrap();
         assert!(off.rate_limits.is_none());
         for bad in [
             vec!["--max-connections", "18446744073709551615"],
+            vec!["--max-connections-per-ip", "0"],
             vec!["--hash-workers", "0"],
             vec!["--hash-queue", "999999999"],
             vec!["--trusted-proxy", "10.0.0.0/33"],

@@ -4,6 +4,7 @@
 //! access rule (401/403) → handler, a panic in it turned into a logged 500;
 //! then on the way out, whatever the outcome: the CORS grant, security
 //! headers, `X-Request-Id`, and the access log line.
+//! A HEAD request gets its GET response without the body.
 
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
@@ -11,9 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, USER_AGENT};
-use http::{HeaderMap, Request, Response};
-use hyper::body::Incoming;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, HeaderName, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::{Body as _, Incoming};
 
 use super::authenticate::{AuthError, Principal, authenticate};
 use super::client_ip::ClientIpResolver;
@@ -176,6 +177,9 @@ impl HttpApp {
         }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             headers.insert(X_REQUEST_ID, value);
+        }
+        if method == Method::HEAD {
+            drop_body(&mut response);
         }
 
         telemetry::access(&telemetry::AccessRecord {
@@ -382,6 +386,27 @@ fn rate_limit_headers(response: &mut Response<Body>, info: RateInfo) {
     headers.insert(RATELIMIT_RESET, HeaderValue::from(info.reset_secs));
 }
 
+/// HEAD answers what GET would, headers and length included, without the
+/// body. HTTP/1 would leave the body out by itself, but HTTP/2 sends it after
+/// headers that promised none, which clients reject as a protocol error; so
+/// it goes here, for both.
+fn drop_body(response: &mut Response<Body>) {
+    let length = response.body().size_hint().exact();
+    *response.body_mut() = Body::new(bytes::Bytes::new());
+    let status = response.status();
+    let may_have_length = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    if let Some(length) = length
+        && may_have_length
+        && !response.headers().contains_key(CONTENT_LENGTH)
+    {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+}
+
 /// A client's own request id is kept when it is short and plain enough to be
 /// logged and echoed safely; otherwise a fresh one is made.
 fn incoming_request_id(headers: &HeaderMap) -> Option<&str> {
@@ -402,6 +427,24 @@ fn logged_user_agent(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_keeps_status_headers_and_length_but_not_the_body() {
+        let mut response = super::super::response::with_body(
+            StatusCode::NOT_FOUND,
+            super::super::response::APPLICATION_JSON,
+            bytes::Bytes::from_static(b"{\"status\":404}"),
+        );
+        drop_body(&mut response);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[CONTENT_LENGTH], "14");
+        assert_eq!(response.body().size_hint().exact(), Some(0));
+
+        let mut empty = Response::new(Body::new(bytes::Bytes::new()));
+        *empty.status_mut() = StatusCode::NO_CONTENT;
+        drop_body(&mut empty);
+        assert!(!empty.headers().contains_key(CONTENT_LENGTH));
+    }
 
     #[test]
     fn request_ids_are_echoed_only_when_plain_and_short() {

@@ -163,7 +163,8 @@ impl Router {
             let Some(params) = match_segments(&entry.segments, path) else {
                 continue;
             };
-            // HEAD is GET without the body (hyper drops the body for HEAD).
+            // HEAD is GET without the body (the middleware drops it, for
+            // HTTP/2 as for HTTP/1).
             let wanted = if method == Method::HEAD {
                 &Method::GET
             } else {

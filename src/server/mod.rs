@@ -1,6 +1,8 @@
 //! Sockets and TLS: the accept loop, the per-connection task (TLS handshake
-//! under a deadline, then hyper), the connection cap and graceful shutdown.
+//! under a deadline, then hyper, then an idle watchdog), the connection caps
+//! (in total and per client) and graceful shutdown.
 
+pub mod per_ip;
 pub mod redirect;
 pub mod signals;
 pub mod tls;
@@ -9,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -16,14 +19,21 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::middleware::{ConnInfo, HttpApp};
+use per_ip::{IpSlot, PerIpConnections};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    /// Connections one client IP may hold at once (trusted proxies exempt).
+    pub max_connections_per_ip: u32,
     pub tls_handshake_timeout: Duration,
+    /// How long a connection may go without a complete request head after
+    /// the TLS handshake or its previous response, whatever the protocol;
+    /// also how long an HTTP/2 connection may stay without a request.
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     /// How long in-flight requests may take to finish after a stop signal.
@@ -36,6 +46,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_ip: 64,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
@@ -46,9 +57,11 @@ impl Default for ServerLimits {
     }
 }
 
-/// Both protocol builders, made once: ALPN decides which one a connection gets.
+/// The protocol builders, made once: ALPN decides which one a connection
+/// gets. Only a connection that negotiated no protocol is sniffed (`auto`).
 struct Builders {
     auto: auto::Builder<TokioExecutor>,
+    h1: auto::Builder<TokioExecutor>,
     h2: auto::Builder<TokioExecutor>,
 }
 
@@ -66,8 +79,9 @@ impl Builders {
             .max_pending_accept_reset_streams(20)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
+        let h1 = auto.clone().http1_only();
         let h2 = auto.clone().http2_only();
-        Self { auto, h2 }
+        Self { auto, h1, h2 }
     }
 }
 
@@ -78,6 +92,7 @@ pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Arc<HttpApp>,
+    per_ip: Arc<PerIpConnections>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -115,15 +130,23 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Over its own cap, a client's new connection is closed at once,
+        // before any TLS work, and its global slot goes back with `permit`.
+        let Some(slot) = per_ip.admit(peer.ip()) else {
+            continue;
+        };
         tokio::spawn(serve_connection(
             tcp,
             peer,
             acceptor.clone(),
             Arc::clone(&app),
             Arc::clone(&builders),
-            limits.tls_handshake_timeout,
+            limits,
             stop_rx.clone(),
-            permit,
+            Held {
+                _total: permit,
+                _per_ip: slot,
+            },
         ));
     }
 
@@ -140,6 +163,13 @@ pub async fn serve(
     }
 }
 
+/// A connection's places under both caps, given back when its task ends,
+/// however it ends.
+struct Held {
+    _total: OwnedSemaphorePermit,
+    _per_ip: IpSlot,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     tcp: TcpStream,
@@ -147,12 +177,12 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     app: Arc<HttpApp>,
     builders: Arc<Builders>,
-    handshake_timeout: Duration,
+    limits: ServerLimits,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _held: Held,
 ) {
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+    let handshake = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp));
     let tls = tokio::select! {
         result = handshake => match result {
             Ok(Ok(tls)) => tls,
@@ -167,13 +197,23 @@ async fn serve_connection(
         },
         _ = stop.changed() => return,
     };
-    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let builder = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => &builders.h2,
+        Some(b"http/1.1") => &builders.h1,
+        _ => &builders.auto,
+    };
     let conn_info = ConnInfo { peer, tls: true };
+    let activity = Arc::new(Activity::new());
+    let watched = Arc::clone(&activity);
     let service = service_fn(move |req| {
         let app = Arc::clone(&app);
-        async move { Ok::<_, Infallible>(app.handle(conn_info, req).await) }
+        let busy = Busy::start(Arc::clone(&watched));
+        async move {
+            let response = app.handle(conn_info, req).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
-    let builder = if is_h2 { &builders.h2 } else { &builders.auto };
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -186,5 +226,75 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        () = activity.idle_for(limits.header_read_timeout) => {
+            tracing::debug!(%peer, "connection idle; closing it");
+            // HTTP/1: closed at once (nothing is in flight); HTTP/2: GOAWAY;
+            // still sniffing: cancelled. A client that ignores the GOAWAY or
+            // stops reading is dropped after the shutdown grace.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limits.shutdown_grace, conn.as_mut()).await;
+        }
+    }
+}
+
+/// What a connection's idle watchdog reads: the requests being handled and
+/// when the last one ended. Hyper's own header timer covers HTTP/1 only once
+/// the protocol is known; this one also covers a connection still being
+/// sniffed and HTTP/2, whose requests have no head timer at all.
+struct Activity {
+    started: Instant,
+    busy: AtomicUsize,
+    /// Milliseconds after `started` when the last request ended.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Resolves once no request has been handled for `timeout`: since the
+    /// connection started (right after the handshake) or since the last
+    /// response.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            // `busy` before `idle_since_ms`: a request that ends after this
+            // read moves the deadline, which the next round sees.
+            if self.busy.load(Ordering::Acquire) > 0 {
+                // A request's own deadlines (body read, handler) bound it.
+                tokio::time::sleep(timeout).await;
+                continue;
+            }
+            let idle_since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+            let deadline = self.started + idle_since + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// One request being handled; the connection is not idle while it lives.
+/// Costs the request a reference count, two atomic operations and a clock
+/// read; no allocation.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let elapsed = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.fetch_max(elapsed, Ordering::AcqRel);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
