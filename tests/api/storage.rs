@@ -40,6 +40,8 @@ async fn a_flood_of_readiness_requests_costs_one_probe_a_second() {
     let probes = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&probes);
     let app = TestApp::spawn_with(move |config| {
+        // All 200 probes come from 127.0.0.1.
+        config.server.max_connections_per_ip = 1000;
         config.hooks.before_readiness_probe = Some(Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
             // A slow probe, so that many callers arrive while it runs.

@@ -161,18 +161,42 @@ async fn a_client_that_never_finishes_the_tls_handshake_is_disconnected() {
 #[tokio::test]
 async fn connections_over_the_cap_wait_until_one_closes() {
     let app = TestApp::spawn_with(|c| c.server.max_connections = 2).await;
-    let first = app.tls_stream().await;
+    let (mut first, first_conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(app.tls_stream().await))
+            .await
+            .unwrap();
+    let first_conn = tokio::spawn(first_conn);
     let _second = app.tls_stream().await;
 
+    // The third is through the kernel's TCP handshake before anything else.
     let cert = app.data_dir().join("tls-cert.pem");
-    let third = tokio::spawn(tls_connect(app.addr, client_config(&cert, &[b"http/1.1"])));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let third = tokio::spawn(async move {
+        let config = client_config(&cert, &[b"http/1.1"]);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    });
+    // Round trips on the first connection are the server at work while the
+    // third waits: no sleep stands in for "long enough".
+    for _ in 0..3 {
+        let request = Request::get("/health")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = first.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
     assert!(
         !third.is_finished(),
         "a third connection is not served while two are open"
     );
 
     drop(first);
+    first_conn.await.unwrap().unwrap();
     let third = tokio::time::timeout(Duration::from_secs(10), third)
         .await
         .expect("served once a slot is free")
