@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::keys;
@@ -24,7 +25,8 @@ use crate::http::ratelimit::RateLimits;
 use crate::http::router::Router;
 use crate::routes::table::{self, Optional};
 use crate::server::per_ip::PerIpConnections;
-use crate::server::{self, ServerLimits, tls};
+use crate::server::redirect::Redirects;
+use crate::server::{self, ServerLimits, TlsConnections, tls};
 use crate::state::{AppState, HttpLimits, Readiness, SessionPolicy};
 use crate::store::{PoolOptions, Store};
 
@@ -266,25 +268,35 @@ impl Application {
             self.housekeeping
                 .run(Arc::clone(&self.app), Arc::clone(&self.per_ip)),
         );
-        let redirects = self.redirect_listener.map(|listener| {
-            tokio::spawn(server::redirect::serve(
-                listener,
-                self.local_addr.port(),
-                self.limits,
-            ))
-        });
-        server::serve(
+        let (stop_tx, stop) = watch::channel(false);
+        let https = server::accept_loop(
+            "https",
             self.listener,
-            self.acceptor,
-            self.app,
-            self.per_ip,
+            Arc::new(TlsConnections::new(self.acceptor, self.app, self.limits)),
+            Arc::clone(&self.per_ip),
             self.limits,
-            shutdown,
-        )
-        .await;
+            stop.clone(),
+        );
+        let https_port = self.local_addr.port();
+        let redirects = async {
+            if let Some(listener) = self.redirect_listener {
+                let redirects = Arc::new(Redirects::new(https_port, self.limits));
+                server::accept_loop(
+                    "redirect",
+                    listener,
+                    redirects,
+                    self.per_ip,
+                    self.limits,
+                    stop,
+                )
+                .await;
+            }
+        };
+        let stopping = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(https, redirects, stopping);
         housekeeping.abort();
-        if let Some(redirects) = redirects {
-            redirects.abort();
-        }
     }
 }

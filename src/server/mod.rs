@@ -18,12 +18,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::middleware::{ConnInfo, HttpApp};
-use per_ip::{IpSlot, PerIpConnections};
+use per_ip::PerIpConnections;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -85,27 +85,44 @@ impl Builders {
     }
 }
 
-/// Accepts connections until `shutdown` resolves, then stops accepting, asks
-/// every connection to finish its in-flight requests, and waits for them up to
-/// the grace period.
-pub async fn serve(
+/// What a listener does with each connection it accepted. One accept loop,
+/// with its caps and its drain, serves the HTTPS listener and the redirect.
+pub trait Connections: Send + Sync + 'static {
+    /// Serves one connection until it ends; once `stop` turns true, it
+    /// finishes what is in flight and closes.
+    fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Resolves once `stop` is true (at once if it already is); the guard
+/// `wait_for` returns stays inside, so no caller holds it across an await.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Accepts connections until `stop` turns true, then stops accepting and
+/// waits, up to the grace period, for the connections to finish their
+/// in-flight requests (they see `stop` too). `name` tells the listeners
+/// apart in the log.
+pub async fn accept_loop<C: Connections>(
+    name: &'static str,
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: Arc<HttpApp>,
+    connections: Arc<C>,
     per_ip: Arc<PerIpConnections>,
     limits: ServerLimits,
-    shutdown: impl Future<Output = ()>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let builders = Arc::new(Builders::new(&limits));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-
     loop {
         let permit = match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 tracing::warn!(
+                    listener = name,
                     max_connections = limits.max_connections,
                     "connection limit reached; new connections wait in the listen queue"
                 );
@@ -114,7 +131,7 @@ pub async fn serve(
                         Ok(permit) => permit,
                         Err(_) => break,
                     },
-                    () = &mut shutdown => break,
+                    () = stopped(&mut stop) => break,
                 }
             }
         };
@@ -123,116 +140,125 @@ pub async fn serve(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends pass; spinning on them would not help.
-                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tracing::warn!(listener = name, error = %e, "accept failed; retrying");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
         };
         // Over its own cap, a client's new connection is closed at once,
         // before any TLS work, and its global slot goes back with `permit`.
         let Some(slot) = per_ip.admit(peer.ip()) else {
             continue;
         };
-        tokio::spawn(serve_connection(
-            tcp,
-            peer,
-            acceptor.clone(),
-            Arc::clone(&app),
-            Arc::clone(&builders),
-            limits,
-            stop_rx.clone(),
-            Held {
-                _total: permit,
-                _per_ip: slot,
-            },
-        ));
+        let serving = Arc::clone(&connections).serve(tcp, peer, stop.clone());
+        tokio::spawn(async move {
+            // The connection's places under both caps, given back when its
+            // task ends, however it ends.
+            let _held = (permit, slot);
+            serving.await;
+        });
     }
 
     drop(listener);
-    tracing::info!("shutting down: no new connections; draining in-flight requests");
-    let _ = stop_tx.send(true);
+    tracing::info!(
+        listener = name,
+        "shutting down: no new connections; draining in-flight requests"
+    );
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     match tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all)).await {
-        Ok(_) => tracing::info!("all connections closed"),
+        Ok(_) => tracing::info!(listener = name, "all connections closed"),
         Err(_) => tracing::warn!(
+            listener = name,
             grace_secs = limits.shutdown_grace.as_secs(),
             "grace period over; closing the remaining connections"
         ),
     }
 }
 
-/// A connection's places under both caps, given back when its task ends,
-/// however it ends.
-struct Held {
-    _total: OwnedSemaphorePermit,
-    _per_ip: IpSlot,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
+/// The HTTPS listener's connections: TLS handshake under a deadline, then
+/// hyper with the protocol ALPN chose, beside an idle watchdog.
+pub struct TlsConnections {
     acceptor: TlsAcceptor,
     app: Arc<HttpApp>,
-    builders: Arc<Builders>,
+    builders: Builders,
     limits: ServerLimits,
-    mut stop: watch::Receiver<bool>,
-    _held: Held,
-) {
-    let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp));
-    let tls = tokio::select! {
-        result = handshake => match result {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
-        _ = stop.changed() => return,
-    };
-    let builder = match tls.get_ref().1.alpn_protocol() {
-        Some(b"h2") => &builders.h2,
-        Some(b"http/1.1") => &builders.h1,
-        _ => &builders.auto,
-    };
-    let conn_info = ConnInfo { peer, tls: true };
-    let activity = Arc::new(Activity::new());
-    let watched = Arc::clone(&activity);
-    let service = service_fn(move |req| {
-        let app = Arc::clone(&app);
-        let busy = Busy::start(Arc::clone(&watched));
-        async move {
-            let response = app.handle(conn_info, req).await;
-            drop(busy);
-            Ok::<_, Infallible>(response)
+}
+
+impl TlsConnections {
+    pub fn new(acceptor: TlsAcceptor, app: Arc<HttpApp>, limits: ServerLimits) -> Self {
+        Self {
+            acceptor,
+            app,
+            builders: Builders::new(&limits),
+            limits,
         }
-    });
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+impl Connections for TlsConnections {
+    async fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let handshake =
+            tokio::time::timeout(self.limits.tls_handshake_timeout, self.acceptor.accept(tcp));
+        let tls = tokio::select! {
+            result = handshake => match result {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            () = stopped(&mut stop) => return,
+        };
+        let builder = match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => &self.builders.h2,
+            Some(b"http/1.1") => &self.builders.h1,
+            _ => &self.builders.auto,
+        };
+        let conn_info = ConnInfo { peer, tls: true };
+        let activity = Arc::new(Activity::new());
+        let watched = Arc::clone(&activity);
+        let app = Arc::clone(&self.app);
+        let service = service_fn(move |req| {
+            let app = Arc::clone(&app);
+            let busy = Busy::start(Arc::clone(&watched));
+            async move {
+                let response = app.handle(conn_info, req).await;
+                drop(busy);
+                Ok::<_, Infallible>(response)
             }
-        }
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-        () = activity.idle_for(limits.header_read_timeout) => {
-            tracing::debug!(%peer, "connection idle; closing it");
-            // HTTP/1: closed at once (nothing is in flight); HTTP/2: GOAWAY;
-            // still sniffing: cancelled. A client that ignores the GOAWAY or
-            // stops reading is dropped after the shutdown grace.
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(limits.shutdown_grace, conn.as_mut()).await;
+        });
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+            () = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            () = activity.idle_for(self.limits.header_read_timeout) => {
+                tracing::debug!(%peer, "connection idle; closing it");
+                // HTTP/1: closed at once (nothing is in flight); HTTP/2: GOAWAY;
+                // still sniffing: cancelled. A client that ignores the GOAWAY or
+                // stops reading is dropped after the shutdown grace.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(self.limits.shutdown_grace, conn.as_mut()).await;
+            }
         }
     }
 }

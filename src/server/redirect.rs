@@ -2,8 +2,8 @@
 //! path on HTTPS, and nothing else is served in clear text.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue, LOCATION};
@@ -13,38 +13,47 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use super::ServerLimits;
+use super::{Connections, ServerLimits, stopped};
 
-pub async fn serve(listener: TcpListener, https_port: u16, limits: ServerLimits) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        let (tcp, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the redirect listener; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+/// The redirect listener's connections: HTTP/1.1 only, one request each.
+pub struct Redirects {
+    https_port: u16,
+    limits: ServerLimits,
+}
+
+impl Redirects {
+    pub fn new(https_port: u16, limits: ServerLimits) -> Self {
+        Self { https_port, limits }
+    }
+}
+
+impl Connections for Redirects {
+    async fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        _peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let https_port = self.https_port;
+        let service =
+            service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, https_port)) });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            .keep_alive(false);
+        let conn = builder.serve_connection(TokioIo::new(tcp), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             }
-        };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service =
-                service_fn(
-                    move |req| async move { Ok::<_, Infallible>(redirect(&req, https_port)) },
-                );
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(false);
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        });
+        }
     }
 }
 

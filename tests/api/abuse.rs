@@ -342,3 +342,41 @@ async fn hitting_the_connection_cap_is_logged_and_health_answers_once_a_slot_fre
     let (_, logs, _) = server.stop_with_logs().await;
     assert!(logs.contains("connection limit reached"), "{logs}");
 }
+
+#[tokio::test]
+async fn the_redirect_listener_finishes_a_request_in_flight_at_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(
+        &dir.path().join("data"),
+        &["--redirect-http", "127.0.0.1:0"],
+    )
+    .await;
+    let redirect: SocketAddr = server
+        .startup_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["redirect_address"].as_str().map(str::to_owned))
+        .expect("the redirect listener's address is logged")
+        .parse()
+        .unwrap();
+    let mut tcp = TcpStream::connect(redirect).await.unwrap();
+    tcp.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    crate::helpers::send_signal(&server.child, "TERM");
+    // Both listeners drain: the redirect one is no longer cut off mid-request.
+    server.wait_for_log("\"listener\":\"redirect\"").await;
+    tcp.write_all(b"\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 308"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let (status, _) = server.stop_after_signal().await;
+    assert!(status.success());
+}
