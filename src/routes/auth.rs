@@ -31,7 +31,7 @@ use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
 use crate::store::sessions::{NewSession, Refresh, Rotation};
-use crate::store::{OnAccept, PasswordCheck, Presented, StoreError};
+use crate::store::{OnAccept, PasswordCheck, Presented, Settled, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,23 +235,8 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             Presented::Wrong
         },
     };
-    let settled = state
-        .store
-        .settle_password_check(
-            check,
-            state.settings().lockout_policy(),
-            now,
-            move |verdict| {
-                audit::verdict_events(
-                    success,
-                    AuditKind::LoginFailure,
-                    verdict,
-                    json!({ "email": masked_email }),
-                )
-            },
-        )
-        .await?;
-    settled.events.iter().for_each(AuditEvent::log);
+    let failure = (AuditKind::LoginFailure, json!({ "email": masked_email }));
+    let settled = settle_audited(&ctx, check, now, success, failure).await?;
     match settled.account {
         Some((user, token_version)) if settled.verdict == Verdict::Accepted => token_pair(
             &ctx,
@@ -471,6 +456,32 @@ fn with_cleared_cookie(response: HandlerResult) -> HandlerResult {
         .headers_mut()
         .insert(SET_COOKIE, clear_refresh_cookie());
     Ok(response)
+}
+
+/// Settles a finished password check in the write transaction (see
+/// `Store::settle_password_check`) and logs the audit events it wrote:
+/// `success` when accepted, else `failure` (kind and detail) with the
+/// lockout that may follow.
+pub(crate) async fn settle_audited(
+    ctx: &Ctx,
+    check: PasswordCheck,
+    now: OffsetDateTime,
+    success: AuditEvent,
+    failure: (AuditKind, serde_json::Value),
+) -> Result<Settled, ApiError> {
+    let state = &ctx.state;
+    let (failure_kind, failure_detail) = failure;
+    let settled = state
+        .store
+        .settle_password_check(
+            check,
+            state.settings().lockout_policy(),
+            now,
+            move |verdict| audit::verdict_events(success, failure_kind, verdict, failure_detail),
+        )
+        .await?;
+    settled.events.iter().for_each(AuditEvent::log);
+    Ok(settled)
 }
 
 /// What a token pair is signed for: an account at a token version, and the

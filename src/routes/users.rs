@@ -10,9 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
 use super::audit;
-use super::auth::{AccountInput, TokenGrant, new_session, token_pair};
+use super::auth::{AccountInput, TokenGrant, new_session, settle_audited, token_pair};
 use crate::domain::Invalid;
-use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::audit::AuditKind;
 use crate::domain::email::Email;
 use crate::domain::full_name::FullName;
 use crate::domain::lockout::{Seen, Verdict};
@@ -150,23 +150,8 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
         presented,
     };
     let success = audit::event(&ctx, AuditKind::PasswordChange, Some(&user_id), json!({}));
-    let settled = state
-        .store
-        .settle_password_check(
-            check,
-            state.settings().lockout_policy(),
-            now,
-            move |verdict| {
-                audit::verdict_events(
-                    success,
-                    AuditKind::PasswordChangeFailure,
-                    verdict,
-                    json!({}),
-                )
-            },
-        )
-        .await?;
-    settled.events.iter().for_each(AuditEvent::log);
+    let failure = (AuditKind::PasswordChangeFailure, json!({}));
+    let settled = settle_audited(&ctx, check, now, success, failure).await?;
     match (settled.verdict, settled.account) {
         (Verdict::Accepted, Some((user, token_version))) => token_pair(
             &ctx,

@@ -269,6 +269,18 @@ async fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_broken(
     );
 }
 
+/// Where the redirect listener listens, as `serve` logged it.
+fn redirect_address(server: &crate::helpers::ServerProcess) -> SocketAddr {
+    server
+        .startup_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["redirect_address"].as_str().map(str::to_owned))
+        .expect("the redirect listener's address is logged")
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_redirect_listener_sends_every_request_to_https_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,14 +289,7 @@ async fn the_redirect_listener_sends_every_request_to_https_and_nothing_else() {
         &["--redirect-http", "127.0.0.1:0"],
     )
     .await;
-    let redirect: SocketAddr = server
-        .startup_log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|l| l["redirect_address"].as_str().map(str::to_owned))
-        .expect("the redirect listener's address is logged")
-        .parse()
-        .unwrap();
+    let redirect = redirect_address(&server);
     for (method, path) in [
         ("GET", "/api/v1/users/me?page=2"),
         ("POST", "/api/v1/auth/login"),
@@ -351,14 +356,7 @@ async fn the_redirect_listener_finishes_a_request_in_flight_at_sigterm() {
         &["--redirect-http", "127.0.0.1:0"],
     )
     .await;
-    let redirect: SocketAddr = server
-        .startup_log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|l| l["redirect_address"].as_str().map(str::to_owned))
-        .expect("the redirect listener's address is logged")
-        .parse()
-        .unwrap();
+    let redirect = redirect_address(&server);
     let mut tcp = TcpStream::connect(redirect).await.unwrap();
     tcp.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n")
         .await

@@ -398,11 +398,7 @@ async fn reuse_after_the_grace_window_revokes_the_whole_family() {
     let (app, clock) = app_with_clock().await;
     let login = app.signed_in("grace").await;
     let first = login.refresh_cookie().unwrap();
-    let second = app
-        .refresh_with_cookie(&first)
-        .await
-        .refresh_cookie()
-        .unwrap();
+    let second = app.rotate(&first).await;
     let third_response = app.refresh_with_cookie(&second).await;
     let third = third_response.refresh_cookie().unwrap();
 
@@ -431,11 +427,7 @@ async fn reuse_within_the_grace_window_is_refused_without_revoking() {
     let (app, clock) = app_with_clock().await;
     let login = app.signed_in("tabs").await;
     let first = login.refresh_cookie().unwrap();
-    let second = app
-        .refresh_with_cookie(&first)
-        .await
-        .refresh_cookie()
-        .unwrap();
+    let second = app.rotate(&first).await;
 
     // The window is measured to the millisecond: 1.999 s is inside 2 s.
     clock.advance(Duration::milliseconds(1_999));
@@ -466,11 +458,7 @@ async fn the_grace_window_ends_to_the_millisecond() {
     let (app, clock) = app_with_clock().await;
     let login = app.signed_in("edge").await;
     let first = login.refresh_cookie().unwrap();
-    let second = app
-        .refresh_with_cookie(&first)
-        .await
-        .refresh_cookie()
-        .unwrap();
+    let second = app.rotate(&first).await;
     // Whole seconds would still call 2.5 s "2 s, inside".
     clock.advance(Duration::milliseconds(2_500));
     assert_eq!(app.refresh_with_cookie(&first).await.status, 401);
@@ -486,16 +474,8 @@ async fn the_grace_window_covers_only_the_newest_rotation() {
     let (app, _clock) = app_with_clock().await;
     let login = app.signed_in("line").await;
     let first = login.refresh_cookie().unwrap();
-    let second = app
-        .refresh_with_cookie(&first)
-        .await
-        .refresh_cookie()
-        .unwrap();
-    let third = app
-        .refresh_with_cookie(&second)
-        .await
-        .refresh_cookie()
-        .unwrap();
+    let second = app.rotate(&first).await;
+    let third = app.rotate(&second).await;
     // Still within 2 s of its rotation, but the token that replaced it has
     // been used in turn: a stolen copy of `first`, not a racing tab.
     let replay = app.refresh_with_cookie(&first).await;
@@ -517,11 +497,7 @@ async fn the_grace_window_is_configurable() {
     let app = TestApp::spawn_with(|c| c.refresh_reuse_grace = Duration::ZERO).await;
     let login = app.signed_in("nograce").await;
     let first = login.refresh_cookie().unwrap();
-    let second = app
-        .refresh_with_cookie(&first)
-        .await
-        .refresh_cookie()
-        .unwrap();
+    let second = app.rotate(&first).await;
     // Zero means no window at all, not "within the same second".
     assert_eq!(app.refresh_with_cookie(&first).await.status, 401);
     assert_eq!(

@@ -142,6 +142,13 @@ impl TestApp {
             .await
     }
 
+    /// Spends `refresh_token` and returns the one that replaced it.
+    pub async fn rotate(&self, refresh_token: &str) -> String {
+        let response = self.refresh_with_cookie(refresh_token).await;
+        assert_eq!(response.status, 200, "{:?}", response.body);
+        response.refresh_cookie().expect("a new refresh cookie")
+    }
+
     pub async fn refresh_with_cookie(&self, refresh_token: &str) -> TestResponse {
         let cookie = format!("refresh_token={refresh_token}");
         self.request("POST", "/api/v1/auth/refresh", &[("cookie", &cookie)], None)
