@@ -21,7 +21,8 @@ fn main() -> Result<(), String> {
         time_cost,
         parallelism: lanes,
     }
-    .validate(true)?;
+    .validate(true)
+    .map_err(|e| e.to_string())?;
     let password = SecretString::new("Correct-Horse-9-Battery".to_owned());
     // One untimed hash first: a hashing thread keeps its memory, so the page
     // faults of the first allocation are not the steady state.

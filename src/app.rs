@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -113,7 +113,7 @@ impl Application {
                 let cert = config.data_dir.join(GENERATED_TLS_CERT);
                 let key = config.data_dir.join(GENERATED_TLS_KEY);
                 if !cert.exists() && !key.exists() {
-                    tls::generate(&cert, &key).map_err(|e| anyhow!(e))?;
+                    tls::generate(&cert, &key)?;
                     notices.push(format!(
                         "generated a self-signed TLS certificate for localhost: {} (key {})",
                         cert.display(),
@@ -123,15 +123,14 @@ impl Application {
                 (cert, key)
             }
         };
-        let certs = Arc::new(tls::CertStore::load(&cert_path, &key_path).map_err(|e| anyhow!(e))?);
-        let acceptor =
-            TlsAcceptor::from(tls::server_config(Arc::clone(&certs)).map_err(|e| anyhow!(e))?);
+        let certs = Arc::new(tls::CertStore::load(&cert_path, &key_path)?);
+        let acceptor = TlsAcceptor::from(tls::server_config(Arc::clone(&certs))?);
 
         let jwt_key = match &config.jwt_key {
-            KeySource::File(path) => keys::load(path).map_err(|e| anyhow!(e))?,
+            KeySource::File(path) => keys::load(path)?,
             KeySource::Generated => {
                 let path = config.data_dir.join(GENERATED_JWT_KEY);
-                let (key, was_generated) = keys::load_or_generate(&path).map_err(|e| anyhow!(e))?;
+                let (key, was_generated) = keys::load_or_generate(&path)?;
                 if was_generated {
                     notices.push(format!(
                         "generated a random 256-bit JWT key: {}",
@@ -199,11 +198,7 @@ impl Application {
         // so the first such login costs no more than any other.
         let warm = Arc::clone(&state);
         tokio::spawn(async move { warm.hasher.warm_up().await });
-        let rate_limits = config
-            .rate_limits
-            .map(RateLimits::new)
-            .transpose()
-            .map_err(|e| anyhow!(e))?;
+        let rate_limits = config.rate_limits.map(RateLimits::new).transpose()?;
         let per_ip = Arc::new(PerIpConnections::new(
             config.server.max_connections_per_ip,
             config.trusted_proxies.clone(),

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::auth::password::{self, HashParams};
+use crate::auth::password::{self, HashParams, HashParamsError};
 use crate::cli::{HashArgs, ServeArgs};
 use crate::clock::{self, Clock};
 use crate::server::ServerLimits;
 use ipnet::IpNet;
 
-use crate::http::cors::parse_origin;
-use crate::http::ratelimit::{Rate, RateLimitConfig};
+use crate::http::cors::{BadOrigin, parse_origin};
+use crate::http::ratelimit::{Rate, RateError, RateLimitConfig};
 use crate::state::{RuntimeSettings, TestHooks};
 
 /// systemd credential names looked up in `$CREDENTIALS_DIRECTORY`.
@@ -121,7 +121,10 @@ impl Config {
 
     /// `credentials_dir` is `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`);
     /// an explicit flag or variable wins over a credential.
-    pub fn from_args(args: &ServeArgs, credentials_dir: Option<&Path>) -> Result<Self, String> {
+    pub fn from_args(
+        args: &ServeArgs,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let credential = |name: &str| {
             credentials_dir
                 .map(|dir| dir.join(name))
@@ -138,14 +141,9 @@ impl Config {
             ) {
                 (Some(cert), Some(key)) => TlsSource::Files { cert, key },
                 (None, None) => TlsSource::Generated,
-                _ => {
-                    return Err(format!(
-                        "only one of the credentials {CREDENTIAL_TLS_CERT} and \
-                         {CREDENTIAL_TLS_KEY} is present; provide both or neither"
-                    ));
-                }
+                _ => return Err(ConfigError::HalfTlsCredentials),
             },
-            _ => return Err("--tls-cert and --tls-key go together".to_owned()),
+            _ => return Err(ConfigError::HalfTlsFlags),
         };
         let jwt_key = match (&args.jwt_secret_file, credential(CREDENTIAL_JWT_KEY)) {
             (Some(path), _) => KeySource::File(path.clone()),
@@ -153,28 +151,23 @@ impl Config {
             (None, None) => KeySource::Generated,
         };
         let hash = hash_params(&args.hash)?;
-        if args.max_body_bytes == 0 {
-            return Err("--max-body-bytes must be at least 1".to_owned());
-        }
-        // Upper bounds keep every derived count (semaphores, buffers) sane.
-        if !(1..=1_000_000).contains(&args.max_connections) {
-            return Err("--max-connections must be between 1 and 1000000".to_owned());
-        }
-        if !(1..=1_000_000).contains(&args.max_connections_per_ip) {
-            return Err("--max-connections-per-ip must be between 1 and 1000000".to_owned());
-        }
-        if args.max_body_bytes > 64 * 1024 * 1024 {
-            return Err("--max-body-bytes must be at most 67108864".to_owned());
-        }
-        if args.hash_queue > 100_000 {
-            return Err("--hash-queue must be at most 100000".to_owned());
-        }
-        if args.user_cache_entries > 1_000_000 {
-            return Err("--user-cache-entries must be at most 1000000".to_owned());
-        }
+        in_range("--max-body-bytes", args.max_body_bytes, 1, 64 * 1024 * 1024)?;
+        in_range("--max-connections", args.max_connections, 1, 1_000_000)?;
+        in_range(
+            "--max-connections-per-ip",
+            args.max_connections_per_ip,
+            1,
+            1_000_000,
+        )?;
+        in_range("--hash-queue", args.hash_queue, 0, 100_000)?;
+        in_range(
+            "--user-cache-entries",
+            args.user_cache_entries,
+            0,
+            1_000_000,
+        )?;
         let hash_workers = match args.hash_workers {
-            Some(n) if (1..=1024).contains(&n) => n,
-            Some(_) => return Err("--hash-workers must be between 1 and 1024".to_owned()),
+            Some(n) => in_range("--hash-workers", n, 1, 1024)?,
             None => default_hash_workers(),
         };
         let mut config = Self::new(args.data_dir.data_dir.clone());
@@ -198,18 +191,16 @@ impl Config {
             .iter()
             .map(|cidr| parse_cidr(cidr))
             .collect::<Result<_, _>>()?;
-        config.rate_limits = match Rate::parse_optional(&args.rate_limit)
-            .map_err(|e| format!("--rate-limit {e}"))?
-        {
+        let rate = |flag: &'static str, raw: &str| {
+            Rate::parse_optional(raw).map_err(|source| ConfigError::Rate { flag, source })
+        };
+        config.rate_limits = match rate("--rate-limit", &args.rate_limit)? {
             None => None,
             Some(api) => Some(RateLimitConfig {
                 api: Some(api),
-                login: Rate::parse_optional(&args.login_rate_limit)
-                    .map_err(|e| format!("--login-rate-limit {e}"))?,
-                register: Rate::parse_optional(&args.register_rate_limit)
-                    .map_err(|e| format!("--register-rate-limit {e}"))?,
-                refresh: Rate::parse_optional(&args.refresh_rate_limit)
-                    .map_err(|e| format!("--refresh-rate-limit {e}"))?,
+                login: rate("--login-rate-limit", &args.login_rate_limit)?,
+                register: rate("--register-rate-limit", &args.register_rate_limit)?,
+                refresh: rate("--refresh-rate-limit", &args.refresh_rate_limit)?,
                 max_keys: MAX_RATE_LIMIT_KEYS,
             }),
         };
@@ -271,24 +262,62 @@ pub fn default_rate_limits() -> RateLimitConfig {
 }
 
 /// A network in CIDR form; a bare address is that one host.
-fn parse_cidr(raw: &str) -> Result<IpNet, String> {
+fn parse_cidr(raw: &str) -> Result<IpNet, ConfigError> {
     let raw = raw.trim();
     raw.parse::<IpNet>()
         .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("--trusted-proxy {raw:?} is not an address or CIDR network"))
+        .map_err(|_| ConfigError::Proxy(raw.to_owned()))
 }
 
-fn in_range(flag: &str, value: u32, min: u32, max: u32) -> Result<u32, String> {
+/// `value` when it lies in `min..=max`: upper bounds keep every derived
+/// count (semaphores, buffers) sane.
+fn in_range<T>(flag: &'static str, value: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: PartialOrd + Copy + std::fmt::Display,
+{
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("{flag} must be between {min} and {max}"))
+        Err(ConfigError::OutOfRange {
+            flag,
+            min: min.to_string(),
+            max: max.to_string(),
+        })
     }
+}
+
+/// Why `serve`'s flags and variables do not make a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "only one of the credentials {CREDENTIAL_TLS_CERT} and {CREDENTIAL_TLS_KEY} is present; \
+         provide both or neither"
+    )]
+    HalfTlsCredentials,
+    #[error("--tls-cert and --tls-key go together")]
+    HalfTlsFlags,
+    #[error("{flag} must be between {min} and {max}")]
+    OutOfRange {
+        flag: &'static str,
+        min: String,
+        max: String,
+    },
+    #[error(transparent)]
+    Hash(#[from] HashParamsError),
+    #[error(transparent)]
+    Origin(#[from] BadOrigin),
+    #[error("--trusted-proxy {0:?} is not an address or CIDR network")]
+    Proxy(String),
+    #[error("{flag} {source}")]
+    Rate {
+        flag: &'static str,
+        source: RateError,
+    },
 }
 
 /// The Argon2 parameters of the flags, validated: weak ones only with
 /// `--insecure-fast-hash`.
-pub fn hash_params(args: &HashArgs) -> Result<argon2::Params, String> {
+pub fn hash_params(args: &HashArgs) -> Result<argon2::Params, HashParamsError> {
     HashParams {
         memory_kib: args.argon2_memory_kib,
         time_cost: args.argon2_time_cost,
@@ -430,6 +459,7 @@ mod tests {
         assert!(
             Config::from_args(&weak, None)
                 .unwrap_err()
+                .to_string()
                 .contains("OWASP")
         );
         let allowed = serve_args(&[

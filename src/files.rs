@@ -4,7 +4,7 @@
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Creates `path` (and missing parents) with mode 0700 when it does not exist.
 pub fn ensure_private_dir(path: &Path) -> io::Result<()> {
@@ -50,18 +50,33 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error(
+        "{} is readable by group or others (mode {mode:04o}); run `chmod 600 {}`",
+        .path.display(),
+        .path.display()
+    )]
+    OpenToOthers { path: PathBuf, mode: u32 },
+}
+
 /// Reads a secret file, refusing one that group or others may read.
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretFileError> {
+    let unreadable = |source| SecretFileError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(unreadable)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by group or others (mode {mode:04o}); run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
+        return Err(SecretFileError::OpenToOthers {
+            path: path.to_owned(),
+            mode,
+        });
     }
-    fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    fs::read(path).map_err(unreadable)
 }
 
 /// Flushes a directory entry (a rename or a new file) to disk.
@@ -114,7 +129,7 @@ mod tests {
         let file = tmp.path().join("key");
         fs::write(&file, b"secret").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
-        let err = read_secret_file(&file).unwrap_err();
+        let err = read_secret_file(&file).unwrap_err().to_string();
         assert!(err.contains("readable by group or others"), "{err}");
         fs::set_permissions(&file, fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(read_secret_file(&file).unwrap(), b"secret");

@@ -75,24 +75,38 @@ fn read_limit(file: &Path) -> Option<u64> {
     (value < UNLIMITED).then_some(value)
 }
 
+/// Hashing that would not fit under the process's memory limit.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "password hashing needs up to {} MiB ({workers} workers x {} MiB of Argon2 memory) \
+     plus {} MiB for the rest of the service, but this process may use only {} MiB \
+     (cgroup memory limit, e.g. MemoryMax=); lower --hash-workers or --argon2-memory-kib, \
+     or raise the limit",
+    .kept / MIB,
+    u64::from(*.memory_kib) / 1024,
+    MARGIN_BYTES / MIB,
+    .limit / MIB
+)]
+pub struct DoesNotFit {
+    workers: usize,
+    memory_kib: u32,
+    kept: u64,
+    limit: u64,
+}
+
 /// Refuses `workers` hashing threads that each keep `memory_kib` when,
 /// with the margin, they would not fit under `limit`.
-pub fn check_hashing_fits(workers: usize, memory_kib: u32, limit: u64) -> Result<(), String> {
+pub fn check_hashing_fits(workers: usize, memory_kib: u32, limit: u64) -> Result<(), DoesNotFit> {
     let kept = (workers as u64).saturating_mul(u64::from(memory_kib) * 1024);
-    let needed = kept.saturating_add(MARGIN_BYTES);
-    if needed <= limit {
+    if kept.saturating_add(MARGIN_BYTES) <= limit {
         return Ok(());
     }
-    Err(format!(
-        "password hashing needs up to {} MiB ({workers} workers x {} MiB of Argon2 memory) \
-         plus {} MiB for the rest of the service, but this process may use only {} MiB \
-         (cgroup memory limit, e.g. MemoryMax=); lower --hash-workers or --argon2-memory-kib, \
-         or raise the limit",
-        kept / MIB,
-        u64::from(memory_kib) / 1024,
-        MARGIN_BYTES / MIB,
-        limit / MIB,
-    ))
+    Err(DoesNotFit {
+        workers,
+        memory_kib,
+        kept,
+        limit,
+    })
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -166,7 +180,7 @@ mod tests {
         // The default: 4 workers x 64 MiB + 256 MiB under the unit's 1G.
         assert!(check_hashing_fits(4, 65_536, gib).is_ok());
         // The 16-core host of the audit: one worker per core.
-        let refused = check_hashing_fits(16, 65_536, gib).unwrap_err();
+        let refused = check_hashing_fits(16, 65_536, gib).unwrap_err().to_string();
         assert!(refused.contains("1024 MiB"), "{refused}");
         assert!(refused.contains("only 1024 MiB"), "{refused}");
         assert!(refused.contains("16 workers x 64 MiB"), "{refused}");

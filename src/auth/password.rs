@@ -46,18 +46,32 @@ impl Default for HashParams {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum HashParamsError {
+    #[error(
+        "argon2 parameters below OWASP's minimum (memory {memory_kib} KiB, time cost {time_cost}); \
+         use at least {OWASP_MIN_MEMORY_KIB} KiB and time cost {OWASP_MIN_TIME_COST}, \
+         or --insecure-fast-hash for tests"
+    )]
+    BelowOwasp { memory_kib: u32, time_cost: u32 },
+    #[error(
+        "argon2 parameters too large (at most {MAX_MEMORY_KIB} KiB, time cost {MAX_TIME_COST}, parallelism 64)"
+    )]
+    TooLarge,
+    #[error("invalid argon2 parameters: {0}")]
+    Invalid(argon2::Error),
+}
+
 impl HashParams {
     /// Refuses parameters Argon2 cannot use, and weak ones unless `allow_weak`.
-    pub fn validate(self, allow_weak: bool) -> Result<Params, String> {
+    pub fn validate(self, allow_weak: bool) -> Result<Params, HashParamsError> {
         if !allow_weak
             && (self.memory_kib < OWASP_MIN_MEMORY_KIB || self.time_cost < OWASP_MIN_TIME_COST)
         {
-            return Err(format!(
-                "argon2 parameters below OWASP's minimum (memory {} KiB, time cost {}); \
-                 use at least {OWASP_MIN_MEMORY_KIB} KiB and time cost {OWASP_MIN_TIME_COST}, \
-                 or --insecure-fast-hash for tests",
-                self.memory_kib, self.time_cost
-            ));
+            return Err(HashParamsError::BelowOwasp {
+                memory_kib: self.memory_kib,
+                time_cost: self.time_cost,
+            });
         }
         // Each running hash allocates memory_kib: a typo must not make the
         // first login abort the process on allocation failure.
@@ -65,12 +79,10 @@ impl HashParams {
             || self.time_cost > MAX_TIME_COST
             || self.parallelism > 64
         {
-            return Err(format!(
-                "argon2 parameters too large (at most {MAX_MEMORY_KIB} KiB, time cost {MAX_TIME_COST}, parallelism 64)"
-            ));
+            return Err(HashParamsError::TooLarge);
         }
         Params::new(self.memory_kib, self.time_cost, self.parallelism, None)
-            .map_err(|e| format!("invalid argon2 parameters: {e}"))
+            .map_err(HashParamsError::Invalid)
     }
 }
 
@@ -445,7 +457,10 @@ mod tests {
             time_cost: 3,
             parallelism: 4,
         };
-        assert!(huge.validate(false).unwrap_err().contains("too large"));
+        assert!(matches!(
+            huge.validate(false),
+            Err(HashParamsError::TooLarge)
+        ));
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use crate::store::{self, DB_FILE, StoreError};
 const MAX_PASSWORD_INPUT: u64 = 4096;
 
 pub fn run(args: CreateAdminArgs) -> anyhow::Result<()> {
-    let params = hash_params(&args.hash).map_err(|e| anyhow!(e))?;
+    let params = hash_params(&args.hash)?;
     let password = read_password(args.password_file.as_deref())?;
     let input = AccountInput::parse(&args.username, &args.email, None, password)
         .map_err(|e| anyhow!(describe(&e)))?;

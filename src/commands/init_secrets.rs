@@ -19,7 +19,7 @@ pub fn run(args: InitSecretsArgs) -> anyhow::Result<()> {
         files::ensure_private_dir(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let (_key, generated) = keys::load_or_generate(&dir.join(JWT_FILE)).map_err(|e| anyhow!(e))?;
+    let (_key, generated) = keys::load_or_generate(&dir.join(JWT_FILE))?;
     if generated {
         println!("generated {}", dir.join(JWT_FILE).display());
     }
@@ -27,14 +27,14 @@ pub fn run(args: InitSecretsArgs) -> anyhow::Result<()> {
     let key = dir.join(KEY_FILE);
     match (cert.exists(), key.exists()) {
         (false, false) => {
-            tls::generate(&cert, &key).map_err(|e| anyhow!(e))?;
+            tls::generate(&cert, &key)?;
             println!(
                 "generated a self-signed certificate for localhost: {} (replace it with your own)",
                 cert.display()
             );
         }
         (true, true) => {
-            tls::load(&cert, &key).map_err(|e| anyhow!(e))?;
+            tls::load(&cert, &key)?;
         }
         _ => {
             return Err(anyhow!(

@@ -1,4 +1,3 @@
-use anyhow::anyhow;
 use sd_notify::NotifyState;
 
 use crate::app::Application;
@@ -9,12 +8,11 @@ use crate::server::signals::{reload_signal, shutdown_signal};
 use crate::telemetry;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let flush_logs = telemetry::init(args.log_format, &args.log_level).map_err(|e| anyhow!(e))?;
+    let flush_logs = telemetry::init(args.log_format, &args.log_level)?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
-    let config = Config::from_args(&args, credentials.as_deref()).map_err(|e| anyhow!(e))?;
+    let config = Config::from_args(&args, credentials.as_deref())?;
     if let Some(limit) = memory_limit::current() {
-        memory_limit::check_hashing_fits(config.hash_workers, config.hash.m_cost(), limit)
-            .map_err(|e| anyhow!(e))?;
+        memory_limit::check_hashing_fits(config.hash_workers, config.hash.m_cost(), limit)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

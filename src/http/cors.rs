@@ -27,17 +27,18 @@ const MAX_AGE: HeaderName = HeaderName::from_static("access-control-max-age");
 const REQUEST_METHOD: HeaderName = HeaderName::from_static("access-control-request-method");
 const REQUEST_HEADERS: HeaderName = HeaderName::from_static("access-control-request-headers");
 
+#[derive(Debug, thiserror::Error)]
+#[error("CORS origin {0:?} must look like https://app.example.com")]
+pub struct BadOrigin(String);
+
 /// An origin as browsers send it: `scheme://host[:port]`, nothing more.
-pub fn parse_origin(raw: &str) -> Result<String, String> {
+pub fn parse_origin(raw: &str) -> Result<String, BadOrigin> {
     let origin = raw.trim().trim_end_matches('/');
-    let (scheme, rest) = origin
-        .split_once("://")
-        .ok_or_else(|| format!("CORS origin {raw:?} must look like https://app.example.com"))?;
+    let bad = || BadOrigin(raw.to_owned());
+    let (scheme, rest) = origin.split_once("://").ok_or_else(bad)?;
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
     if !matches!(scheme, "http" | "https") || rest.is_empty() || !rest.chars().all(plain) {
-        return Err(format!(
-            "CORS origin {raw:?} must look like https://app.example.com"
-        ));
+        return Err(bad());
     }
     Ok(origin.to_ascii_lowercase())
 }

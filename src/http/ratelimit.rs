@@ -23,7 +23,7 @@ pub struct Rate {
 
 impl Rate {
     /// `off` is `None`.
-    pub fn parse_optional(raw: &str) -> Result<Option<Self>, String> {
+    pub fn parse_optional(raw: &str) -> Result<Option<Self>, RateError> {
         if raw.trim().eq_ignore_ascii_case("off") {
             Ok(None)
         } else {
@@ -31,19 +31,19 @@ impl Rate {
         }
     }
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, RateError> {
         let (count, unit) = raw
             .split_once('/')
-            .ok_or_else(|| format!("{raw:?} is not N/second, N/minute or N/hour"))?;
+            .ok_or_else(|| RateError::Shape(raw.to_owned()))?;
         let count: NonZeroU32 = count
             .trim()
             .parse()
-            .map_err(|_| format!("{raw:?}: the count must be a whole number above 0"))?;
+            .map_err(|_| RateError::Count(raw.to_owned()))?;
         let period = match unit.trim() {
             "second" | "s" => Duration::from_secs(1),
             "minute" | "m" => Duration::from_secs(60),
             "hour" | "h" => Duration::from_secs(3600),
-            _ => return Err(format!("{raw:?}: the unit must be second, minute or hour")),
+            _ => return Err(RateError::Unit(raw.to_owned())),
         };
         Ok(Self { count, period })
     }
@@ -51,6 +51,18 @@ impl Rate {
     fn quota(self) -> Option<Quota> {
         Quota::with_period(self.period / self.count.get()).map(|q| q.allow_burst(self.count))
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RateError {
+    #[error("{0:?} is not N/second, N/minute or N/hour")]
+    Shape(String),
+    #[error("{0:?}: the count must be a whole number above 0")]
+    Count(String),
+    #[error("{0:?}: the unit must be second, minute or hour")]
+    Unit(String),
+    #[error("rate {0:?} is too fine")]
+    TooFine(Rate),
 }
 
 /// `None` turns that one limit off.
@@ -249,9 +261,8 @@ pub struct RateLimits {
 const TIDY_EVERY: u64 = 4096;
 
 impl RateLimits {
-    pub fn new(config: RateLimitConfig) -> Result<Self, String> {
-        let build =
-            |rate: Rate| Limiter::new(rate).ok_or_else(|| format!("rate {rate:?} is too fine"));
+    pub fn new(config: RateLimitConfig) -> Result<Self, RateError> {
+        let build = |rate: Rate| Limiter::new(rate).ok_or(RateError::TooFine(rate));
         let optional = |rate: Option<Rate>| rate.map(build).transpose();
         Ok(Self {
             api: optional(config.api)?,

@@ -11,10 +11,44 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::files;
+use crate::files::{self, SecretFileError};
 
 /// Names the generated certificate is valid for.
 const GENERATED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    KeyFile(#[from] SecretFileError),
+    #[error("no usable private key in {}: {source}", .path.display())]
+    NoKey {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("cannot read {}: {source}", .path.display())]
+    ReadCert {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad certificate PEM in {}: {source}", .path.display())]
+    BadCertPem {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("no certificate in {}", .path.display())]
+    NoCert { path: PathBuf },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(rcgen::Error),
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the certificate and key do not form a usable pair: {0}")]
+    UnusablePair(rustls::Error),
+    #[error("TLS protocol versions: {0}")]
+    Versions(rustls::Error),
+}
 
 pub struct TlsMaterial {
     pub certs: Vec<CertificateDer<'static>>,
@@ -30,30 +64,42 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 
 /// Loads a PEM certificate chain and key; the key file must not be readable
 /// by group or others.
-pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, String> {
+pub fn load(cert_path: &Path, key_path: &Path) -> Result<TlsMaterial, TlsError> {
     let key_pem = files::read_secret_file(key_path)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| format!("no usable private key in {}: {e}", key_path.display()))?;
-    let cert_pem = std::fs::read(cert_path)
-        .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NoKey {
+        path: key_path.to_owned(),
+        source,
+    })?;
+    let cert_pem = std::fs::read(cert_path).map_err(|source| TlsError::ReadCert {
+        path: cert_path.to_owned(),
+        source,
+    })?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad certificate PEM in {}: {e}", cert_path.display()))?;
+        .map_err(|source| TlsError::BadCertPem {
+            path: cert_path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {}", cert_path.display()));
+        return Err(TlsError::NoCert {
+            path: cert_path.to_owned(),
+        });
     }
     Ok(TlsMaterial { certs, key })
 }
 
 /// Writes a self-signed certificate for localhost and its key (both 0600).
-pub fn generate(cert_path: &Path, key_path: &Path) -> Result<(), String> {
+pub fn generate(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
     let names: Vec<String> = GENERATED_NAMES.iter().map(|n| (*n).to_owned()).collect();
-    let generated = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
-    files::write_private_file(key_path, generated.signing_key.serialize_pem().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
-    files::write_private_file(cert_path, generated.cert.pem().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))
+    let generated = rcgen::generate_simple_self_signed(names).map_err(TlsError::Generate)?;
+    let write = |path: &Path, contents: String| {
+        files::write_private_file(path, contents.as_bytes()).map_err(|source| TlsError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    write(key_path, generated.signing_key.serialize_pem())?;
+    write(cert_path, generated.cert.pem())
 }
 
 /// The certificate the server presents, replaceable while serving: open
@@ -67,7 +113,7 @@ pub struct CertStore {
 }
 
 impl CertStore {
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, String> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let provider = crypto_provider();
         let certified = certified_key(cert_path, key_path, &provider)?;
         Ok(Self {
@@ -79,7 +125,7 @@ impl CertStore {
     }
 
     /// Reads the files again; on any error the current certificate stays.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let certified = certified_key(&self.cert_path, &self.key_path, &self.provider)?;
         match self.current.write() {
             Ok(mut guard) => *guard = Arc::new(certified),
@@ -106,17 +152,16 @@ fn certified_key(
     cert_path: &Path,
     key_path: &Path,
     provider: &CryptoProvider,
-) -> Result<CertifiedKey, String> {
+) -> Result<CertifiedKey, TlsError> {
     let material = load(cert_path, key_path)?;
-    CertifiedKey::from_der(material.certs, material.key, provider)
-        .map_err(|e| format!("the certificate and key do not form a usable pair: {e}"))
+    CertifiedKey::from_der(material.certs, material.key, provider).map_err(TlsError::UnusablePair)
 }
 
 /// TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, no client certificates.
-pub fn server_config(certs: Arc<CertStore>) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(certs: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .map_err(TlsError::Versions)?
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

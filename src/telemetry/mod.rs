@@ -111,14 +111,26 @@ impl Drop for FlushOnDrop {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum LogInitError {
+    #[error("invalid --log-level {level:?}: {reason}")]
+    Level { level: String, reason: String },
+    #[error("cannot start the log flusher: {0}")]
+    Flusher(std::io::Error),
+    #[error("cannot install the logger: {0}")]
+    Install(tracing_subscriber::util::TryInitError),
+}
+
 /// Keep the returned guard alive until exit: dropping it writes out what is
 /// still buffered.
-pub fn init(format: LogFormat, level: &str) -> Result<FlushOnDrop, String> {
+pub fn init(format: LogFormat, level: &str) -> Result<FlushOnDrop, LogInitError> {
     // Targets (per-target levels, `info,hyper=debug`) rather than EnvFilter:
     // EnvFilter takes a shared lock on every span enter and exit, twice per
     // poll of every request future.
-    let filter =
-        Targets::from_str(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    let filter = Targets::from_str(level).map_err(|e| LogInitError::Level {
+        level: level.to_owned(),
+        reason: e.to_string(),
+    })?;
     let output = LogOutput::new();
     let flusher = output.clone();
     std::thread::Builder::new()
@@ -129,14 +141,14 @@ pub fn init(format: LogFormat, level: &str) -> Result<FlushOnDrop, String> {
                 flusher.flush();
             }
         })
-        .map_err(|e| format!("cannot start the log flusher: {e}"))?;
+        .map_err(LogInitError::Flusher)?;
     let lines = lines::LogLines::new(output.clone(), format);
     let _ = ACCESS_LOG.set(lines.clone());
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(lines)
         .try_init();
-    installed.map_err(|e| format!("cannot install the logger: {e}"))?;
+    installed.map_err(LogInitError::Install)?;
     // A panic is reported through the log (with the request id of its span),
     // not as a bare line on stderr.
     std::panic::set_hook(Box::new(|info| {
