@@ -94,6 +94,9 @@ impl Housekeeping {
     }
 }
 
+/// Database connections in the pool.
+const DB_CONNECTIONS: u32 = 8;
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started_at = Instant::now();
@@ -144,14 +147,14 @@ impl Application {
         let hasher =
             PasswordHasher::new(config.hash.clone(), config.hash_workers, config.hash_queue);
 
-        let db_path = config.db_path();
-        let pool_size = config.db_pool_size;
+        let data_dir = config.data_dir.clone();
         let pool_options = PoolOptions {
+            connections: DB_CONNECTIONS,
             user_cache_entries: config.user_cache_entries,
             max_pages: config.max_db_pages,
         };
         let (store, stored_settings) = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&db_path, pool_size, pool_options)?;
+            let store = Store::open(&data_dir, pool_options)?;
             let stored = store.settings_blocking()?;
             Ok::<_, crate::store::StoreError>((store, stored))
         })

@@ -54,7 +54,6 @@ pub struct Config {
     pub hash_queue: usize,
     pub max_body_bytes: usize,
     pub server: ServerLimits,
-    pub db_pool_size: u32,
     /// Users whose state each runtime thread keeps in memory; 0 turns it off.
     pub user_cache_entries: usize,
     pub access_token_ttl: time::Duration,
@@ -95,7 +94,6 @@ impl Config {
             hash_queue: 32,
             max_body_bytes: 16_384,
             server: ServerLimits::default(),
-            db_pool_size: 8,
             user_cache_entries: 4096,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -235,10 +233,6 @@ impl Config {
         config.settings.lockout_minutes =
             in_range("--lockout-minutes", args.lockout_minutes, 1, 10_080)?;
         Ok(config)
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.data_dir.join(crate::store::DB_FILE)
     }
 }
 

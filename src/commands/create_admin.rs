@@ -10,7 +10,7 @@ use crate::domain::role::Role;
 use crate::http::error::ApiError;
 use crate::routes::auth::AccountInput;
 use crate::secret::SecretString;
-use crate::store::{self, DB_FILE, StoreError};
+use crate::store::{DB_FILE, OfflineStore, StoreError};
 
 /// Passwords are at most 128 characters; anything much longer is a mistake.
 const MAX_PASSWORD_INPUT: u64 = 4096;
@@ -23,14 +23,14 @@ pub fn run(args: CreateAdminArgs) -> anyhow::Result<()> {
 
     crate::files::ensure_private_dir(&args.data_dir.data_dir)?;
     let path = args.data_dir.data_dir.join(DB_FILE);
-    let mut conn = store::open_admin_connection(&path, true)?;
+    let mut store = OfflineStore::open(&path, true)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let hasher = PasswordHasher::new(params, 1, 0);
     let user = runtime
         .block_on(input.into_new_user(&hasher, Role::Admin))
         .map_err(|e| anyhow!(describe(&e)))?;
-    match store::create_user_blocking(&mut conn, &user) {
+    match store.create_user(&user) {
         Ok(created) => {
             println!(
                 "created admin {} ({})",

@@ -148,7 +148,7 @@ mod tests {
         ] {
             let error = StoreError::from(sqlite_error(code));
             assert!(
-                matches!(error, StoreError::Sqlite(_)) && !error.is_unavailable(),
+                matches!(error, StoreError::Backend(_)) && !error.is_unavailable(),
                 "{code}: {error:?}"
             );
         }

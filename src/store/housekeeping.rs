@@ -174,8 +174,12 @@ mod tests {
     #[tokio::test]
     async fn expired_sessions_and_old_audit_rows_go_in_batches_and_live_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("test.db");
-        let store = Store::open(&path, 2, PoolOptions::default()).unwrap();
+        let path = dir.path().join(crate::store::DB_FILE);
+        let options = PoolOptions {
+            connections: 2,
+            ..PoolOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
         let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
         let conn = rusqlite::Connection::open(&path).unwrap();
         seed(&conn, now);

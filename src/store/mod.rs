@@ -61,19 +61,19 @@ pub enum StoreError {
     Denied(Denied),
     #[error("the database is busy")]
     Busy,
-    /// The storage cannot take this for now (see `health::is_unavailable`).
+    /// The storage cannot take this for now (see `health::is_unavailable`),
+    /// or no connection came free in time.
     #[error("storage unavailable: {0}")]
-    Unavailable(rusqlite::Error),
+    Unavailable(BackendError),
     #[error("{0}")]
     Schema(String),
     #[error("no database at {0}")]
     Missing(PathBuf),
     #[error("{0}")]
     Backup(String),
+    /// Anything else the database reported: a server error.
     #[error("database error: {0}")]
-    Sqlite(rusqlite::Error),
-    #[error("database connection pool: {0}")]
-    Pool(#[from] r2d2::Error),
+    Backend(BackendError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -83,13 +83,28 @@ pub enum StoreError {
     Task,
 }
 
+/// A database driver's error, kept for the log without its type: what leaves
+/// the store does not depend on the backend.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BackendError(Box<dyn std::error::Error + Send + Sync>);
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
-            Some(code) if health::is_unavailable(code) => StoreError::Unavailable(e),
-            _ => StoreError::Sqlite(e),
+            Some(code) if health::is_unavailable(code) => {
+                StoreError::Unavailable(BackendError(Box::new(e)))
+            }
+            _ => StoreError::Backend(BackendError(Box::new(e))),
         }
+    }
+}
+
+/// The pool's only error is a timeout waiting for a connection.
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Unavailable(BackendError(Box::new(e)))
     }
 }
 
@@ -97,7 +112,7 @@ impl StoreError {
     /// A failure of the storage rather than of the request or the code: a
     /// full, failing or read-only disk, or no connection to be had in time.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Pool(_))
+        matches!(self, StoreError::Unavailable(_))
     }
 
     fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -118,9 +133,12 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// so that it needs room the way a registration does, not just page 1.
 const PROBE_BYTES: i64 = 64 * 1024;
 
-/// Options of the serving pool beyond its size.
+/// Options of the serving pool.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolOptions {
+    /// Pooled connections: writes take turns anyway (one writer in WAL
+    /// mode); more only serve reads that miss the user cache.
+    pub connections: u32,
     /// Users whose state each runtime thread caches; 0 turns it off (see `user_cache`).
     pub user_cache_entries: usize,
     /// `PRAGMA max_page_count` on every pooled connection: tests use it to
@@ -140,7 +158,7 @@ const READ_WRITE: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE
 
 /// Opens the database file for one-off administrative work, creating it
 /// (mode 0600) when `create` is set; WAL mode is switched on for good.
-pub fn open_admin_connection(path: &Path, create: bool) -> Result<Connection, StoreError> {
+fn open_admin_connection(path: &Path, create: bool) -> Result<Connection, StoreError> {
     if !path.exists() {
         if !create {
             return Err(StoreError::Missing(path.to_owned()));
@@ -194,9 +212,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating and initializing a new file) the database for serving;
-    /// a database that needs migrating is refused with the command to run.
-    pub fn open(path: &Path, pool_size: u32, options: PoolOptions) -> Result<Self, StoreError> {
+    /// Opens (creating and initializing a new file) the database in
+    /// `data_dir` for serving; a database that needs migrating is refused
+    /// with the command to run.
+    pub fn open(data_dir: &Path, options: PoolOptions) -> Result<Self, StoreError> {
+        let path = &data_dir.join(DB_FILE);
         {
             let mut conn = open_admin_connection(path, true)?;
             Plan::CURRENT.ensure_ready(&mut conn)?;
@@ -212,7 +232,7 @@ impl Store {
                 Ok(())
             });
         let pool = Pool::builder()
-            .max_size(pool_size.max(1))
+            .max_size(options.connections.max(1))
             .min_idle(Some(1))
             .connection_timeout(POOL_TIMEOUT)
             // A checkout test is an extra statement per query; a broken
@@ -230,7 +250,7 @@ impl Store {
         }
         Ok(Self {
             pool,
-            slots: Arc::new(Semaphore::new(pool_size.max(1) as usize)),
+            slots: Arc::new(Semaphore::new(options.connections.max(1) as usize)),
             path: Arc::new(path.to_owned()),
             fast_readers: Arc::new(ThreadLocal::new()),
             user_cache,
@@ -780,13 +800,59 @@ fn probe_write(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates a user through a one-off connection (for `create-admin`).
-pub fn create_user_blocking(conn: &mut Connection, user: &NewUser) -> Result<User, StoreError> {
-    Plan::CURRENT.ensure_ready(conn)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let created = users::insert(&tx, user, crate::clock::SystemClock.now())?;
-    tx.commit()?;
-    Ok(created)
+/// The database for a command that runs without `serve` or beside it
+/// (`create-admin`, `unlock`): one connection, each operation one
+/// transaction, the schema checked first.
+pub struct OfflineStore {
+    conn: Connection,
+}
+
+impl OfflineStore {
+    /// Opens the database at `path`, creating it when `create` is set;
+    /// otherwise a missing database is an error, never created.
+    pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
+        let mut conn = open_admin_connection(path, create)?;
+        Plan::CURRENT.ensure_ready(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    pub fn create_user(&mut self, user: &NewUser) -> Result<User, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let created = users::insert(&tx, user, crate::clock::SystemClock.now())?;
+        tx.commit()?;
+        Ok(created)
+    }
+
+    /// Clears the lockout of the account with `email` and audits it, in one
+    /// transaction; `None` when there is no such account.
+    pub fn unlock_by_email(
+        &mut self,
+        email: &str,
+        now: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<Option<Unlocked>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(found) = users::credentials_by_email(&tx, email)? else {
+            return Ok(None);
+        };
+        let user_id = found.user.id.as_str().to_owned();
+        let was_locked = users::guard_state(&tx, &user_id)?
+            .and_then(|state| state.locked_until)
+            .is_some_and(|until| until > now);
+        users::unlock(&tx, &user_id, now)?;
+        let mut event = event;
+        event.user_id = Some(user_id);
+        audit::insert(&tx, &event, now)?;
+        tx.commit()?;
+        Ok(Some(Unlocked {
+            user: found.user,
+            was_locked,
+        }))
+    }
 }
 
 /// What `secure-api unlock` found and did.
@@ -795,34 +861,6 @@ pub struct Unlocked {
     pub user: User,
     /// Whether a lock was in force (a count of failures alone is cleared too).
     pub was_locked: bool,
-}
-
-/// Clears the lockout of the account with `email` and audits it, in one
-/// transaction; `None` when there is no such account.
-pub fn unlock_by_email_blocking(
-    conn: &mut Connection,
-    email: &str,
-    now: OffsetDateTime,
-    event: AuditEvent,
-) -> Result<Option<Unlocked>, StoreError> {
-    Plan::CURRENT.ensure_ready(conn)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(found) = users::credentials_by_email(&tx, email)? else {
-        return Ok(None);
-    };
-    let user_id = found.user.id.as_str().to_owned();
-    let was_locked = users::guard_state(&tx, &user_id)?
-        .and_then(|state| state.locked_until)
-        .is_some_and(|until| until > now);
-    users::unlock(&tx, &user_id, now)?;
-    let mut event = event;
-    event.user_id = Some(user_id);
-    audit::insert(&tx, &event, now)?;
-    tx.commit()?;
-    Ok(Some(Unlocked {
-        user: found.user,
-        was_locked,
-    }))
 }
 
 /// A finished Argon2 check of a password against `seen`.
