@@ -254,19 +254,9 @@ impl HttpApp {
         self.record_audit(event).await;
     }
 
-    /// Logs and stores an event that goes with no change of its own. A
-    /// failure to store it is logged, not answered: the request already has
-    /// its outcome.
     async fn record_audit(&self, event: AuditEvent) {
-        event.log();
-        if let Err(e) = self
-            .state
-            .store
-            .record_audit(event, self.state.clock.now())
-            .await
-        {
-            tracing::error!(error = %e, "could not store an audit event");
-        }
+        let now = self.state.clock.now();
+        self.state.store.record_audit(event, now).await;
     }
 
     async fn route(

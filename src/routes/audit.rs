@@ -17,14 +17,10 @@ pub fn event(ctx: &Ctx, kind: AuditKind, user_id: Option<&str>, detail: Value) -
     }
 }
 
-/// Stores and logs a standalone event. A failure to store is logged, not
-/// returned: the client's request already succeeded or failed on its own.
+/// Stores and logs a standalone event (see `Store::record_audit`).
 pub async fn record(ctx: &Ctx, event: AuditEvent) {
-    event.log();
     let now = ctx.state.clock.now();
-    if let Err(e) = ctx.state.store.record_audit(event, now).await {
-        tracing::error!(error = %e, "could not store an audit event");
-    }
+    ctx.state.store.record_audit(event, now).await;
 }
 
 /// The events a settled password check amounts to: `success` when accepted;

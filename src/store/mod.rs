@@ -494,12 +494,14 @@ impl Store {
         .await
     }
 
-    pub async fn record_audit(
-        &self,
-        event: AuditEvent,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.write(move |tx| audit::insert(tx, &event, now)).await
+    /// Logs and stores an event that goes with no change of its own (a
+    /// rate-limit refusal, a rejected token). A failure to store it is
+    /// logged, not returned: the request already has its outcome.
+    pub async fn record_audit(&self, event: AuditEvent, now: OffsetDateTime) {
+        event.log();
+        if let Err(e) = self.write(move |tx| audit::insert(tx, &event, now)).await {
+            tracing::error!(error = %e, "could not store an audit event");
+        }
     }
 
     pub async fn list_users(
