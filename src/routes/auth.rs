@@ -11,13 +11,13 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::audit;
-use crate::auth::password::PasswordHasher;
+use crate::auth::password::{PasswordHasher, Verified};
 use crate::domain::Invalid;
 use crate::domain::audit::AuditEvent;
 use crate::domain::audit::AuditKind;
 use crate::domain::email::{self, Email};
 use crate::domain::full_name::FullName;
-use crate::domain::lockout::{Seen, Verdict};
+use crate::domain::lockout::Verdict;
 use crate::domain::password::{LoginPassword, NewPassword};
 use crate::domain::role::Role;
 use crate::domain::user::{NewUser, User};
@@ -166,75 +166,64 @@ const INVALID_CREDENTIALS: ApiError = ApiError::Unauthorized {
     detail: "Invalid email or password",
 };
 
+impl LoginRequest {
+    /// The email as stored (trimmed, lower-case) and the password, or a 422
+    /// naming every field that is wrong.
+    fn parse(self) -> Result<(String, LoginPassword), ApiError> {
+        let mut errors = FieldErrors::default();
+        let email = self.email.trim().to_ascii_lowercase();
+        if email.is_empty() || email.len() > 254 {
+            errors.push("email", "must be 1 to 254 characters long");
+        }
+        let password = errors.check(
+            "password",
+            LoginPassword::parse(SecretString::new(self.password)),
+        );
+        match password {
+            Some(password) if errors.is_empty() => Ok((email, password)),
+            _ => Err(errors.into_error()),
+        }
+    }
+}
+
 /// Unknown email, wrong password, deactivated and locked accounts all get the
 /// same 401, after the same single Argon2 verification.
 pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let body: LoginRequest = extract::json(req, &ctx.state.limits).await?;
-    let mut errors = FieldErrors::default();
-    let email = body.email.trim().to_ascii_lowercase();
-    if email.is_empty() || email.len() > 254 {
-        errors.push("email", "must be 1 to 254 characters long");
-    }
-    let password = errors.check(
-        "password",
-        LoginPassword::parse(SecretString::new(body.password)),
-    );
-    let Some(password) = password.filter(|_| errors.is_empty()) else {
-        return Err(errors.into_error());
-    };
-
+    let (email, password) = body.parse()?;
     let state = &ctx.state;
     // A saturated hasher refuses before any database work: a flood of
     // logins costs little more than the refusals.
     let admission = state.hasher.admit()?;
     let credentials = state.store.credentials_by_email(email.clone()).await?;
+    let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let verified = state
         .hasher
-        .verify_admitted(
-            admission,
-            password.secret(),
-            credentials.as_ref().map(|c| c.password_hash.clone()),
-        )
+        .verify_admitted(admission, password.secret(), stored_hash)
         .await?;
     let masked_email = email::mask(&email);
     let Some(credentials) = credentials else {
-        let event = audit::event(
-            &ctx,
-            AuditKind::LoginFailure,
-            None,
-            json!({ "email": masked_email, "reason": "unknown_email" }),
-        );
-        audit::record(&ctx, event).await;
-        return Err(INVALID_CREDENTIALS);
+        return refuse_unknown_email(&ctx, masked_email).await;
     };
     state.hooks.after_login_password_check().await;
 
-    // The stored hash used older parameters: upgrade it now that we have the
-    // password. A saturated hasher only postpones this to a later login.
-    let rehash = if verified.matches && verified.needs_rehash {
-        state.hasher.hash(password.secret()).await.ok()
-    } else {
-        None
-    };
     let now = state.clock.now();
     let session = new_session(&ctx, now);
-    let user_id = credentials.user.id.as_str().to_owned();
-    let success = audit::event(&ctx, AuditKind::LoginSuccess, Some(&user_id), json!({}));
-    let check = PasswordCheck {
-        user_id,
-        seen: Seen {
-            password_hash: credentials.password_hash,
-            token_version: credentials.token_version,
-        },
-        presented: if verified.matches {
-            Presented::Right(OnAccept::Login {
-                rehash,
-                session: session.clone(),
-            })
-        } else {
-            Presented::Wrong
-        },
+    let presented = if verified.matches {
+        Presented::Right(OnAccept::Login {
+            rehash: upgraded_hash(&ctx, verified, &password).await,
+            session: session.clone(),
+        })
+    } else {
+        Presented::Wrong
     };
+    let success = audit::event(
+        &ctx,
+        AuditKind::LoginSuccess,
+        Some(credentials.user.id.as_str()),
+        json!({}),
+    );
+    let check = PasswordCheck::against(credentials, presented);
     let failure = (AuditKind::LoginFailure, json!({ "email": masked_email }));
     let settled = settle_audited(&ctx, check, now, success, failure).await?;
     match settled.account {
@@ -246,6 +235,24 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         ),
         _ => Err(INVALID_CREDENTIALS),
     }
+}
+
+/// The same 401 as every other failure, audited with its real reason.
+async fn refuse_unknown_email(ctx: &Ctx, masked_email: String) -> HandlerResult {
+    let detail = json!({ "email": masked_email, "reason": "unknown_email" });
+    let event = audit::event(ctx, AuditKind::LoginFailure, None, detail);
+    audit::record(ctx, event).await;
+    Err(INVALID_CREDENTIALS)
+}
+
+/// A hash with the current parameters when the stored one used older ones,
+/// now that the password is at hand. A saturated hasher only postpones
+/// this to a later login.
+async fn upgraded_hash(ctx: &Ctx, verified: Verified, password: &LoginPassword) -> Option<String> {
+    if !verified.needs_rehash {
+        return None;
+    }
+    ctx.state.hasher.hash(password.secret()).await.ok()
 }
 
 /// The first refresh token of a new login, made now.

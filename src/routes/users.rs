@@ -15,7 +15,7 @@ use crate::domain::Invalid;
 use crate::domain::audit::AuditKind;
 use crate::domain::email::Email;
 use crate::domain::full_name::FullName;
-use crate::domain::lockout::{Seen, Verdict};
+use crate::domain::lockout::Verdict;
 use crate::domain::password::{LoginPassword, NewPassword};
 use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
@@ -141,14 +141,7 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
     } else {
         Presented::Wrong
     };
-    let check = PasswordCheck {
-        user_id: user_id.clone(),
-        seen: Seen {
-            password_hash: credentials.password_hash,
-            token_version: credentials.token_version,
-        },
-        presented,
-    };
+    let check = PasswordCheck::against(credentials, presented);
     let success = audit::event(&ctx, AuditKind::PasswordChange, Some(&user_id), json!({}));
     let failure = (AuditKind::PasswordChangeFailure, json!({}));
     let settled = settle_audited(&ctx, check, now, success, failure).await?;

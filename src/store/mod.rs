@@ -873,6 +873,20 @@ pub struct PasswordCheck {
     pub presented: Presented,
 }
 
+impl PasswordCheck {
+    /// The check of a password against `credentials` as they were read.
+    pub fn against(credentials: Credentials, presented: Presented) -> Self {
+        Self {
+            user_id: credentials.user.id.as_str().to_owned(),
+            seen: Seen {
+                password_hash: credentials.password_hash,
+                token_version: credentials.token_version,
+            },
+            presented,
+        }
+    }
+}
+
 /// The outcome of the Argon2 check, and what the right password is for.
 #[derive(Debug, Clone)]
 pub enum Presented {
