@@ -38,6 +38,10 @@ pub struct TestApp {
     pub dir: TempDir,
     pub tls: Arc<ClientConfig>,
     stop: Option<oneshot::Sender<()>>,
+    /// An admin's token for giving accounts their roles through the API:
+    /// the first admin `account` made, or one made for the purpose when a
+    /// test asks for a viewer or moderator before any admin.
+    role_giver: tokio::sync::Mutex<Option<String>>,
 }
 
 impl TestApp {
@@ -64,6 +68,7 @@ impl TestApp {
             dir,
             tls,
             stop: Some(stop),
+            role_giver: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -165,22 +170,58 @@ impl TestApp {
         conn.query_row(query, [], |r| r.get(0)).unwrap()
     }
 
-    /// Registers `username`, gives it `role` directly in the database (there
-    /// is no first admin otherwise), and logs in.
+    /// A signed-in account with `role`, made as an operator would: an admin
+    /// with `secure-api create-admin`, a user by registering, a viewer or
+    /// moderator by registering and an admin's role change. No SQL: the same
+    /// helper serves every storage backend.
     pub async fn account(&self, username: &str, role: &str) -> Account {
         let email = format!("{username}@example.com");
-        let created = self.register(username, &email).await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-        let id = created.json()["id"].as_str().unwrap().to_owned();
-        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
-        conn.execute("UPDATE users SET role = ?1 WHERE id = ?2", [role, &id])
-            .unwrap();
-        let login = self.login(&email, STRONG_PASSWORD).await;
-        assert_eq!(login.status, 200);
-        Account {
-            id,
-            token: login.access_token(),
+        let id = if role == "admin" {
+            let created = create_admin(&self.data_dir(), username, &email, STRONG_PASSWORD).await;
+            assert!(created.status.success(), "{created:?}");
+            None
+        } else {
+            let created = self.register(username, &email).await;
+            assert_eq!(created.status, 201, "{:?}", created.body);
+            Some(created.json()["id"].as_str().unwrap().to_owned())
+        };
+        if let Some(id) = &id
+            && role != "user"
+        {
+            let giver = self.role_giver().await;
+            let changed = self
+                .call(
+                    "PATCH",
+                    &format!("/api/v1/users/{id}"),
+                    Some(&giver),
+                    Some(&serde_json::json!({ "role": role })),
+                )
+                .await;
+            assert_eq!(changed.status, 200, "{:?}", changed.body);
         }
+        let login = self.login(&email, STRONG_PASSWORD).await;
+        assert_eq!(login.status, 200, "{:?}", login.body);
+        let token = login.access_token();
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let me = self.get_with_token("/api/v1/users/me", &token).await;
+                me.json()["id"].as_str().unwrap().to_owned()
+            }
+        };
+        if role == "admin" {
+            let mut giver = self.role_giver.lock().await;
+            giver.get_or_insert_with(|| token.clone());
+        }
+        Account { id, token }
+    }
+
+    /// The admin token of `role_giver`, made when there is none yet.
+    async fn role_giver(&self) -> String {
+        if let Some(token) = self.role_giver.lock().await.clone() {
+            return token;
+        }
+        Box::pin(self.account("rolegiver", "admin")).await.token
     }
 
     /// A request with a bearer token and an optional JSON body.
