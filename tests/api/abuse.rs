@@ -378,3 +378,31 @@ async fn the_redirect_listener_finishes_a_request_in_flight_at_sigterm() {
     let (status, _) = server.stop_after_signal().await;
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn the_redirect_listener_counts_towards_the_per_ip_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(
+        &dir.path().join("data"),
+        &[
+            "--redirect-http",
+            "127.0.0.1:0",
+            "--max-connections-per-ip",
+            "2",
+        ],
+    )
+    .await;
+    let redirect = redirect_address(&server);
+    // Two silent connections: the header deadline (10 s) would close them
+    // much later than a refusal, which is at once.
+    let _first = TcpStream::connect(redirect).await.unwrap();
+    let _second = TcpStream::connect(redirect).await.unwrap();
+    let mut third = TcpStream::connect(redirect).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a third connection from 127.0.0.1 is closed at once: {read:?}"
+    );
+    server.stop().await;
+}
