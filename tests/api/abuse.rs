@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::helpers::db;
 use crate::helpers::{STRONG_PASSWORD, TestApp, TestResponse, send_http1, start_server};
 
 async fn limited_app(trusted: &[&str]) -> TestApp {
@@ -107,8 +108,7 @@ async fn a_forged_forwarded_for_buys_no_fresh_budget_without_a_trusted_proxy() {
         assert_eq!(login_from(&app, Some(&spoofed)).await.status, 401);
     }
     assert_limited(&login_from(&app, Some("203.0.113.99")).await, "5");
-    let audited: String =
-        app.sql("SELECT client_ip FROM audit_log WHERE event = 'login_failure' LIMIT 1");
+    let audited: String = db::first_audit_client(&app, "login_failure");
     assert_eq!(audited, "127.0.0.1", "the TCP peer, not the header");
 }
 
@@ -126,18 +126,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
         401,
         "another client"
     );
-    let clients: Vec<String> = {
-        let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-        let mut stmt = conn
-            .prepare(
-                "SELECT DISTINCT client_ip FROM audit_log WHERE event = 'login_failure' ORDER BY 1",
-            )
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let clients = db::audit_clients(&app, "login_failure");
     assert_eq!(clients, ["198.51.100.7", "198.51.100.8"]);
 }
 
@@ -150,10 +139,7 @@ async fn limiting_is_audited_once_per_client_and_window_not_per_request() {
     for _ in 0..10 {
         assert_eq!(login_from(&app, None).await.status, 429);
     }
-    assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'rate_limited'"),
-        1
-    );
+    assert_eq!(db::audit_count(&app, "rate_limited"), 1);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::helpers::db;
 use crate::helpers::{
     STRONG_PASSWORD, TestApp, client_config, create_admin, send_http1, start_server, tls_connect,
 };
@@ -50,7 +51,7 @@ async fn config_reads_and_partially_updates_the_three_settings() {
         45,
         "nothing half-applied"
     );
-    let changes: i64 = app.sql("SELECT count(*) FROM audit_log WHERE event = 'config_change'");
+    let changes: i64 = db::audit_count(&app, "config_change");
     assert_eq!(changes, 1);
 }
 

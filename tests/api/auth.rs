@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use time::Duration;
 
+use crate::helpers::db;
 use crate::helpers::{ManualClock, STRONG_PASSWORD, TestApp, TestResponse, b64url_decode};
 
 const ME: &str = "/api/v1/users/me";
@@ -64,13 +65,8 @@ async fn the_four_kinds_of_login_failure_are_indistinguishable() {
             201
         );
     }
-    rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .execute_batch(
-            "UPDATE users SET is_active = 0 WHERE username = 'inactive';
-             UPDATE users SET locked_until = unixepoch() + 3600 WHERE username = 'locked';",
-        )
-        .unwrap();
+    db::deactivate(&app, "inactive");
+    db::lock_for_an_hour(&app, "locked");
 
     let unknown = app.login("nobody@example.com", STRONG_PASSWORD).await;
     let wrong = app.login("wrongpw@example.com", "Not-The-Password-1").await;
@@ -110,7 +106,7 @@ async fn injection_payloads_never_cause_a_server_error() {
             response.status
         );
     }
-    assert_eq!(app.sql::<i64>("SELECT count(*) FROM users"), 1);
+    assert_eq!(db::user_count(&app), 1);
 }
 
 #[tokio::test]
@@ -151,21 +147,14 @@ async fn five_failures_lock_the_account_for_thirty_minutes_and_success_resets_th
     for _ in 0..4 {
         assert_eq!(app.login(email, "Wrong-Password-1").await.status, 401);
     }
-    assert_eq!(app.sql::<i64>("SELECT failed_login_count FROM users"), 4);
+    assert_eq!(db::failed_login_count(&app), 4);
     assert_eq!(app.login(email, STRONG_PASSWORD).await.status, 200);
-    assert_eq!(
-        app.sql::<i64>("SELECT failed_login_count FROM users"),
-        0,
-        "success resets"
-    );
+    assert_eq!(db::failed_login_count(&app), 0, "success resets");
 
     for _ in 0..5 {
         assert_eq!(app.login(email, "Wrong-Password-1").await.status, 401);
     }
-    assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'lockout'"),
-        1
-    );
+    assert_eq!(db::audit_count(&app, "lockout"), 1);
     assert_eq!(
         app.login(email, STRONG_PASSWORD).await.status,
         401,
@@ -186,18 +175,8 @@ async fn five_failures_lock_the_account_for_thirty_minutes_and_success_resets_th
     );
 }
 
-/// The audit rows of one event kind, with their `reason` detail.
 fn reasons(app: &TestApp, event: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT coalesce(json_extract(detail, '$.reason'), '') FROM audit_log WHERE event = ?1",
-        )
-        .unwrap();
-    stmt.query_map([event], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    db::audit_reasons(app, event)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -287,10 +266,7 @@ async fn a_login_that_raced_a_password_change_is_refused_and_writes_nothing() {
     )
     .unwrap()
     .to_string();
-    rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .execute("UPDATE users SET password_hash = ?1", [&old])
-        .unwrap();
+    db::set_password_hash(&app, &old);
 
     held.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let raced = {
@@ -308,15 +284,14 @@ async fn a_login_that_raced_a_password_change_is_refused_and_writes_nothing() {
         )
         .await;
     assert_eq!(changed.status, 200, "{:?}", changed.body);
-    let sessions_after_change: i64 =
-        app.sql("SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL");
+    let sessions_after_change: i64 = db::live_session_count(&app);
     held.release.notify_one();
 
     let raced = raced.await.unwrap();
     assert_eq!(raced.status, 401, "{:?}", raced.body);
     assert!(raced.refresh_cookie().is_none());
     assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL"),
+        db::live_session_count(&app),
         sessions_after_change,
         "no session was created for the old password"
     );
@@ -348,7 +323,7 @@ async fn lockout_thresholds_are_configurable() {
         app.login("dave@example.com", STRONG_PASSWORD).await.status,
         401
     );
-    let locked_for: i64 = app.sql("SELECT locked_until - unixepoch() FROM users");
+    let locked_for: i64 = db::locked_for_secs(&app);
     assert!((55..=60).contains(&locked_for), "{locked_for}");
 }
 
@@ -370,10 +345,7 @@ async fn refresh_rotates_the_token_and_rereads_the_user() {
     );
 
     // The new access token carries the role as it is now.
-    rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .execute_batch("UPDATE users SET role = 'viewer'")
-        .unwrap();
+    db::set_every_role(&app, "viewer");
     let again = app.refresh_with_cookie(&second).await;
     assert_eq!(again.status, 200);
     let payload = again.access_token().split('.').nth(1).unwrap().to_owned();
@@ -412,10 +384,7 @@ async fn reuse_after_the_grace_window_revokes_the_whole_family() {
     );
     // The newest token of the family, never used, is dead too.
     assert_eq!(app.refresh_with_cookie(&third).await.status, 401);
-    assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'refresh_reuse_detected'"),
-        1
-    );
+    assert_eq!(db::audit_count(&app, "refresh_reuse_detected"), 1);
     // Another login of the same user is untouched.
     let other = app.login("grace@example.com", STRONG_PASSWORD).await;
     let other_token = other.refresh_cookie().unwrap();
@@ -438,7 +407,7 @@ async fn reuse_within_the_grace_window_is_refused_without_revoking() {
         "the other tab's fresh cookie must not be cleared"
     );
     assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'refresh_reuse_in_grace'"),
+        db::audit_count(&app, "refresh_reuse_in_grace"),
         1,
         "a presentation inside the window is audited"
     );
@@ -447,10 +416,7 @@ async fn reuse_within_the_grace_window_is_refused_without_revoking() {
         200,
         "family alive"
     );
-    assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'refresh_reuse_detected'"),
-        0
-    );
+    assert_eq!(db::audit_count(&app, "refresh_reuse_detected"), 0);
 }
 
 #[tokio::test]
@@ -486,10 +452,7 @@ async fn the_grace_window_covers_only_the_newest_rotation() {
         401,
         "the family is revoked"
     );
-    assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'refresh_reuse_detected'"),
-        1
-    );
+    assert_eq!(db::audit_count(&app, "refresh_reuse_detected"), 1);
 }
 
 #[tokio::test]
@@ -593,10 +556,7 @@ async fn logout_ends_the_login_and_clears_the_cookie() {
     );
     assert!(response.set_cookie().unwrap().contains("Max-Age=0"));
     assert_eq!(app.refresh_with_cookie(&token).await.status, 401);
-    assert_eq!(
-        app.sql::<i64>("SELECT count(*) FROM audit_log WHERE event = 'logout'"),
-        1
-    );
+    assert_eq!(db::audit_count(&app, "logout"), 1);
 
     let anonymous = app.request("POST", "/api/v1/auth/logout", &[], None).await;
     assert_eq!(
@@ -776,7 +736,6 @@ async fn changes_made_by_another_process_reach_live_access_tokens_promptly() {
     let app = TestApp::spawn().await;
     let token = app.signed_in("leo").await.access_token();
     assert_eq!(app.get_with_token(ME, &token).await.status, 200);
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
     let becomes = |expected: u16, token: String| {
         let app = &app;
         async move {
@@ -792,21 +751,18 @@ async fn changes_made_by_another_process_reach_live_access_tokens_promptly() {
         }
     };
 
-    conn.execute_batch("UPDATE users SET is_active = 0")
-        .unwrap();
+    db::set_everyone_active(&app, false);
     assert!(becomes(401, token.clone()).await, "deactivated");
-    conn.execute_batch("UPDATE users SET is_active = 1")
-        .unwrap();
+    db::set_everyone_active(&app, true);
     assert!(becomes(200, token.clone()).await, "active again");
-    conn.execute_batch("UPDATE users SET token_version = token_version + 1")
-        .unwrap();
+    db::bump_every_token_version(&app);
     assert!(becomes(401, token.clone()).await, "version bump");
     let token = app
         .login("leo@example.com", STRONG_PASSWORD)
         .await
         .access_token();
     assert_eq!(app.get_with_token(ME, &token).await.status, 200);
-    conn.execute_batch("DELETE FROM users").unwrap();
+    db::delete_everyone(&app);
     assert!(becomes(401, token).await, "deleted");
 }
 
@@ -827,14 +783,12 @@ async fn a_hash_made_with_older_parameters_is_upgraded_at_login() {
     )
     .unwrap()
     .to_string();
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.execute("UPDATE users SET password_hash = ?1", [&old])
-        .unwrap();
+    db::set_password_hash(&app, &old);
     assert_eq!(
         app.login("mia@example.com", STRONG_PASSWORD).await.status,
         200
     );
-    let now: String = app.sql("SELECT password_hash FROM users");
+    let now: String = db::password_hash(&app);
     assert!(now.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{now}");
 }
 
@@ -848,24 +802,7 @@ async fn audit_rows_are_written_masked_and_without_secrets() {
     app.request("POST", "/api/v1/auth/logout", &[("cookie", &cookie)], None)
         .await;
 
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT event, user_id, client_ip, request_id, detail FROM audit_log ORDER BY id")
-        .unwrap();
-    type Row = (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let rows: Vec<Row> = stmt
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let rows = db::audit_rows(&app);
     let events: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(
         events,

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::helpers::db;
 use crate::helpers::{STRONG_PASSWORD, TestApp, TestResponse};
 
 /// What a route asks of its caller beyond being signed in.
@@ -185,25 +186,11 @@ fn expectation(caller: Option<&str>, need: Need, ok: u16) -> Expect {
 
 /// Every row of the state tables, as text, in a stable order.
 fn state_rows(app: &TestApp) -> Vec<String> {
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    let mut rows = Vec::new();
-    for table in STATE_TABLES {
-        let mut statement = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
-            .unwrap();
-        let columns = statement.column_count();
-        let mut cursor = statement.query([]).unwrap();
-        while let Some(row) = cursor.next().unwrap() {
-            let values: Vec<rusqlite::types::Value> =
-                (0..columns).map(|i| row.get(i).unwrap()).collect();
-            rows.push(format!("{table}: {values:?}"));
-        }
-    }
-    rows
+    db::state_rows(app, &STATE_TABLES)
 }
 
 fn denials(app: &TestApp) -> i64 {
-    app.sql("SELECT count(*) FROM audit_log WHERE event = 'permission_denied'")
+    db::audit_count(app, "permission_denied")
 }
 
 /// What the server holds, persisted or not: the state tables, plus the

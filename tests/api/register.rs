@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use crate::helpers::db;
 use crate::helpers::{STRONG_PASSWORD, TestApp};
 
 const REGISTER: &str = "/api/v1/auth/register";
@@ -81,11 +82,7 @@ async fn role_and_other_unknown_fields_are_refused_and_nothing_is_created() {
         let field = extra.as_object().unwrap().keys().next().unwrap().clone();
         assert_eq!(response.json()["errors"][0]["field"], field.as_str());
     }
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    let users: i64 = conn
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(users, 0);
+    assert_eq!(db::user_count(&app), 0);
 }
 
 #[tokio::test]

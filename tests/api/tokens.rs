@@ -7,6 +7,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use crate::helpers::db;
 use crate::helpers::{TestApp, TestResponse, b64url, b64url_decode};
 
 const ME: &str = "/api/v1/users/me";
@@ -496,17 +497,7 @@ async fn rejected_tokens_are_audited_once_per_client_per_minute() {
             401
         );
     }
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    let rows: Vec<(Option<String>, String, String)> = conn
-        .prepare(
-            "SELECT user_id, client_ip, json_extract(detail, '$.reason') FROM audit_log \
-             WHERE event = 'token_rejected'",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let rows = db::audit_rows_with_reason(&app, "token_rejected");
     assert_eq!(rows.len(), 1, "one event per client per minute: {rows:?}");
     let (user_id, client_ip, reason) = &rows[0];
     assert_eq!(reason, "revoked");
@@ -518,14 +509,7 @@ async fn rejected_tokens_are_audited_once_per_client_per_minute() {
     );
     // No credentials at all is not a rejected token.
     assert_eq!(app.get(ME).await.status, 401);
-    let total: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM audit_log WHERE event = 'token_rejected'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(total, 1);
+    assert_eq!(db::audit_count(&app, "token_rejected"), 1);
 }
 
 /// The `sub` claim of an access token.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::helpers::db;
 use crate::helpers::{Account, STRONG_PASSWORD, TestApp};
 
 const ME: &str = "/api/v1/users/me";
@@ -12,16 +13,6 @@ const USERS: &str = "/api/v1/users";
 
 fn user_path(id: &str) -> String {
     format!("{USERS}/{id}")
-}
-
-fn audit_count(app: &TestApp, event: &str) -> i64 {
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.query_row(
-        "SELECT count(*) FROM audit_log WHERE event = ?1",
-        [event],
-        |r| r.get(0),
-    )
-    .unwrap()
 }
 
 #[tokio::test]
@@ -87,7 +78,7 @@ async fn the_profile_can_change_name_and_email_but_nothing_else() {
         taken.json()["detail"],
         "Unable to update account with provided information"
     );
-    assert_eq!(audit_count(&app, "profile_change"), 2);
+    assert_eq!(db::audit_count(&app, "profile_change"), 2);
 }
 
 #[tokio::test]
@@ -108,8 +99,8 @@ async fn wrong_current_passwords_count_towards_the_lockout_and_are_audited() {
             .await;
         assert_eq!(wrong.status, 400, "{:?}", wrong.body);
     }
-    assert_eq!(audit_count(&app, "password_change_failure"), 5);
-    assert_eq!(audit_count(&app, "lockout"), 1);
+    assert_eq!(db::audit_count(&app, "password_change_failure"), 5);
+    assert_eq!(db::audit_count(&app, "lockout"), 1);
     // A stolen access token guessed its way to the lock: now even the right
     // password is refused, here and at the login form.
     let right = app
@@ -126,7 +117,7 @@ async fn wrong_current_passwords_count_towards_the_lockout_and_are_audited() {
         app.login("thief@example.com", STRONG_PASSWORD).await.status,
         401
     );
-    assert_eq!(audit_count(&app, "password_change"), 0);
+    assert_eq!(db::audit_count(&app, "password_change"), 0);
 }
 
 #[tokio::test]
@@ -252,7 +243,7 @@ async fn changing_the_password_ends_every_other_session_and_renews_the_callers()
         app.login("quinn@example.com", new_password).await.status,
         200
     );
-    assert_eq!(audit_count(&app, "password_change"), 1);
+    assert_eq!(db::audit_count(&app, "password_change"), 1);
 }
 
 #[tokio::test]
@@ -409,7 +400,7 @@ async fn creating_accounts_follows_the_role_rules() {
         )
         .await;
     assert_eq!(bad_role.status, 422);
-    assert_eq!(audit_count(&app, "user_created"), 4);
+    assert_eq!(db::audit_count(&app, "user_created"), 4);
 }
 
 #[tokio::test]
@@ -418,10 +409,8 @@ async fn a_user_cannot_read_change_or_delete_another_user_by_id() {
     let mallory = app.account("mallory", "user").await;
     let victim = app.account("victim", "user").await;
     let path = user_path(&victim.id);
-    let before: String = app.sql(
-        "SELECT group_concat(coalesce(full_name, '-') || email || role || is_active) FROM users",
-    );
-    let denied_before = audit_count(&app, "permission_denied");
+    let before: String = db::accounts_fingerprint(&app);
+    let denied_before = db::audit_count(&app, "permission_denied");
     for (method, body) in [
         ("GET", None),
         (
@@ -442,11 +431,12 @@ async fn a_user_cannot_read_change_or_delete_another_user_by_id() {
         assert_eq!(response.status, 403, "{method}");
         assert_eq!(response.json()["code"], "forbidden");
     }
-    let after: String = app.sql(
-        "SELECT group_concat(coalesce(full_name, '-') || email || role || is_active) FROM users",
-    );
+    let after: String = db::accounts_fingerprint(&app);
     assert_eq!(before, after, "no side effect");
-    assert_eq!(audit_count(&app, "permission_denied"), denied_before + 4);
+    assert_eq!(
+        db::audit_count(&app, "permission_denied"),
+        denied_before + 4
+    );
     assert_eq!(app.get_with_token(ME, &victim.token).await.status, 200);
 }
 
@@ -531,7 +521,7 @@ async fn moderators_manage_users_but_not_roles_admins_or_moderators() {
         403,
         "no users:delete"
     );
-    let role: String = app.sql(&format!("SELECT role FROM users WHERE id = '{}'", user.id));
+    let role: String = db::role_of(&app, &user.id);
     assert_eq!(role, "user");
 }
 
@@ -595,8 +585,7 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
             statuses.iter().all(|s| [200, 401, 403, 409].contains(s)),
             "{statuses:?}"
         );
-        let admins: i64 =
-            app.sql("SELECT count(*) FROM users WHERE role = 'admin' AND is_active = 1");
+        let admins: i64 = db::active_admin_count(&app);
         assert_eq!(admins, 1, "round {round}");
     }
 }
@@ -655,7 +644,7 @@ async fn role_change_deactivation_and_deletion_end_sessions_at_once() {
             .all(|u| u["username"] != "target-delete")
     );
     for event in ["role_change", "activation_change", "user_deleted"] {
-        assert_eq!(audit_count(&app, event), 1, "{event}");
+        assert_eq!(db::audit_count(&app, event), 1, "{event}");
     }
 }
 
@@ -689,5 +678,5 @@ async fn unlock_clears_a_lockout() {
             .status,
         200
     );
-    assert_eq!(audit_count(&app, "unlock"), 1);
+    assert_eq!(db::audit_count(&app, "unlock"), 1);
 }

@@ -6,6 +6,7 @@
 mod app;
 mod client;
 mod clock;
+pub mod db;
 mod process;
 
 pub use app::*;

@@ -1,0 +1,222 @@
+//! What tests read from, or set in, the database directly: the one
+//! store-specific module of the suite (SQLite today). Everything else goes
+//! through the API or the CLI, so that a second backend only needs these
+//! functions again.
+
+use super::TestApp;
+
+fn scalar<T: rusqlite::types::FromSql>(app: &TestApp, query: &str, params: &[&str]) -> T {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.query_row(query, rusqlite::params_from_iter(params), |r| r.get(0))
+        .unwrap()
+}
+
+/// Stored audit events of kind `event`.
+pub fn audit_count(app: &TestApp, event: &str) -> i64 {
+    scalar(
+        app,
+        "SELECT count(*) FROM audit_log WHERE event = ?1",
+        &[event],
+    )
+}
+
+/// The client IP of the first stored event of kind `event`.
+pub fn first_audit_client(app: &TestApp, event: &str) -> String {
+    scalar(
+        app,
+        "SELECT client_ip FROM audit_log WHERE event = ?1 ORDER BY id LIMIT 1",
+        &[event],
+    )
+}
+
+pub fn user_count(app: &TestApp) -> i64 {
+    scalar(app, "SELECT count(*) FROM users", &[])
+}
+
+/// Active admins: the ones the last-admin rule protects.
+pub fn active_admin_count(app: &TestApp) -> i64 {
+    scalar(
+        app,
+        "SELECT count(*) FROM users WHERE role = 'admin' AND is_active = 1",
+        &[],
+    )
+}
+
+/// The failed-login count of the only account.
+pub fn failed_login_count(app: &TestApp) -> i64 {
+    scalar(app, "SELECT failed_login_count FROM users", &[])
+}
+
+/// Seconds until the only account's lock ends.
+pub fn locked_for_secs(app: &TestApp) -> i64 {
+    scalar(app, "SELECT locked_until - unixepoch() FROM users", &[])
+}
+
+/// The stored password hash of the only account.
+pub fn password_hash(app: &TestApp) -> String {
+    scalar(app, "SELECT password_hash FROM users", &[])
+}
+
+/// Replaces the password hash of every account (tests of rehashing and of
+/// races with a password change).
+pub fn set_password_hash(app: &TestApp, hash: &str) {
+    execute(app, "UPDATE users SET password_hash = ?1", &[hash]);
+}
+
+/// Logins (refresh families) that have not been revoked.
+pub fn live_session_count(app: &TestApp) -> i64 {
+    scalar(
+        app,
+        "SELECT count(*) FROM refresh_families WHERE revoked_at IS NULL",
+        &[],
+    )
+}
+
+/// The stored role of user `id`.
+pub fn role_of(app: &TestApp, id: &str) -> String {
+    scalar(app, "SELECT role FROM users WHERE id = ?1", &[id])
+}
+
+/// Every account's name, email, role and activity, as one string: equal
+/// before and after means no account changed.
+pub fn accounts_fingerprint(app: &TestApp) -> String {
+    scalar(
+        app,
+        "SELECT group_concat(coalesce(full_name, '-') || email || role || is_active) FROM users",
+        &[],
+    )
+}
+
+fn column<T: rusqlite::types::FromSql>(app: &TestApp, query: &str, params: &[&str]) -> Vec<T> {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let mut statement = conn.prepare(query).unwrap();
+    statement
+        .query_map(rusqlite::params_from_iter(params), |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The `reason` detail of every stored event of kind `event` ('' if none).
+pub fn audit_reasons(app: &TestApp, event: &str) -> Vec<String> {
+    column(
+        app,
+        "SELECT coalesce(json_extract(detail, '$.reason'), '') FROM audit_log WHERE event = ?1",
+        &[event],
+    )
+}
+
+/// The distinct client IPs of the stored events of kind `event`, sorted.
+pub fn audit_clients(app: &TestApp, event: &str) -> Vec<String> {
+    column(
+        app,
+        "SELECT DISTINCT client_ip FROM audit_log WHERE event = ?1 ORDER BY 1",
+        &[event],
+    )
+}
+
+/// (user id, client IP, `reason` detail) of every stored event of kind `event`.
+pub fn audit_rows_with_reason(app: &TestApp, event: &str) -> Vec<(Option<String>, String, String)> {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.prepare(
+        "SELECT user_id, client_ip, json_extract(detail, '$.reason') FROM audit_log \
+         WHERE event = ?1",
+    )
+    .unwrap()
+    .query_map([event], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Deactivates `username` behind the server's back.
+pub fn deactivate(app: &TestApp, username: &str) {
+    execute(
+        app,
+        "UPDATE users SET is_active = 0 WHERE username = ?1",
+        &[username],
+    );
+}
+
+/// Locks `username` for an hour behind the server's back.
+pub fn lock_for_an_hour(app: &TestApp, username: &str) {
+    execute(
+        app,
+        "UPDATE users SET locked_until = unixepoch() + 3600 WHERE username = ?1",
+        &[username],
+    );
+}
+
+/// Gives every account `role` behind the server's back.
+pub fn set_every_role(app: &TestApp, role: &str) {
+    execute(app, "UPDATE users SET role = ?1", &[role]);
+}
+
+fn execute(app: &TestApp, statement: &str, params: &[&str]) {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.execute(statement, rusqlite::params_from_iter(params))
+        .unwrap();
+}
+
+/// One stored audit row: event, user id, client IP, request id, and the
+/// detail as stored (JSON text).
+pub type AuditRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+/// Every stored audit row, oldest first.
+pub fn audit_rows(app: &TestApp) -> Vec<AuditRow> {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.prepare("SELECT event, user_id, client_ip, request_id, detail FROM audit_log ORDER BY id")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Another writer (a command, another node) changing every account.
+pub fn set_everyone_active(app: &TestApp, active: bool) {
+    let value = if active { "1" } else { "0" };
+    execute(app, "UPDATE users SET is_active = ?1", &[value]);
+}
+
+/// Another writer ending every account's tokens.
+pub fn bump_every_token_version(app: &TestApp) {
+    execute(
+        app,
+        "UPDATE users SET token_version = token_version + 1",
+        &[],
+    );
+}
+
+/// Another writer deleting every account.
+pub fn delete_everyone(app: &TestApp) {
+    execute(app, "DELETE FROM users", &[]);
+}
+
+/// Every row of `tables`, as text, in a stable order: equal before and
+/// after means nothing stored changed.
+pub fn state_rows(app: &TestApp, tables: &[&str]) -> Vec<String> {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut statement = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+            .unwrap();
+        let columns = statement.column_count();
+        let mut cursor = statement.query([]).unwrap();
+        while let Some(row) = cursor.next().unwrap() {
+            let values: Vec<rusqlite::types::Value> =
+                (0..columns).map(|i| row.get(i).unwrap()).collect();
+            rows.push(format!("{table}: {values:?}"));
+        }
+    }
+    rows
+}
