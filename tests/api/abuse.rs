@@ -255,27 +255,30 @@ async fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_one_is_broken(
     );
 }
 
-/// Where the redirect listener listens, as `serve` logged it.
-fn redirect_address(server: &crate::helpers::ServerProcess) -> SocketAddr {
-    server
+/// `serve` with the plain-HTTP redirect listener (and `extra` flags), and
+/// that listener's address as `serve` logged it.
+async fn start_with_redirect(
+    dir: &tempfile::TempDir,
+    extra: &[&str],
+) -> (crate::helpers::ServerProcess, SocketAddr) {
+    let mut args = vec!["--redirect-http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let server = start_server(&dir.path().join("data"), &args).await;
+    let redirect = server
         .startup_log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|l| l["redirect_address"].as_str().map(str::to_owned))
         .expect("the redirect listener's address is logged")
         .parse()
-        .unwrap()
+        .unwrap();
+    (server, redirect)
 }
 
 #[tokio::test]
 async fn the_redirect_listener_sends_every_request_to_https_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(
-        &dir.path().join("data"),
-        &["--redirect-http", "127.0.0.1:0"],
-    )
-    .await;
-    let redirect = redirect_address(&server);
+    let (server, redirect) = start_with_redirect(&dir, &[]).await;
     for (method, path) in [
         ("GET", "/api/v1/users/me?page=2"),
         ("POST", "/api/v1/auth/login"),
@@ -337,12 +340,7 @@ async fn hitting_the_connection_cap_is_logged_and_health_answers_once_a_slot_fre
 #[tokio::test]
 async fn the_redirect_listener_finishes_a_request_in_flight_at_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(
-        &dir.path().join("data"),
-        &["--redirect-http", "127.0.0.1:0"],
-    )
-    .await;
-    let redirect = redirect_address(&server);
+    let (server, redirect) = start_with_redirect(&dir, &[]).await;
     let mut tcp = TcpStream::connect(redirect).await.unwrap();
     tcp.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n")
         .await
@@ -368,17 +366,7 @@ async fn the_redirect_listener_finishes_a_request_in_flight_at_sigterm() {
 #[tokio::test]
 async fn the_redirect_listener_counts_towards_the_per_ip_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(
-        &dir.path().join("data"),
-        &[
-            "--redirect-http",
-            "127.0.0.1:0",
-            "--max-connections-per-ip",
-            "2",
-        ],
-    )
-    .await;
-    let redirect = redirect_address(&server);
+    let (server, redirect) = start_with_redirect(&dir, &["--max-connections-per-ip", "2"]).await;
     // Two silent connections: the header deadline (10 s) would close them
     // much later than a refusal, which is at once.
     let _first = TcpStream::connect(redirect).await.unwrap();
