@@ -6,6 +6,7 @@
 //! Only `store` knows SQL; only `server` knows sockets and TLS.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod cli;

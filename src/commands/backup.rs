@@ -6,13 +6,12 @@ use time::macros::format_description;
 
 use crate::cli::BackupArgs;
 use crate::files;
-use crate::store::{DB_FILE, backup};
+use crate::store;
 
 const PREFIX: &str = "secure-api-";
 const SUFFIX: &str = ".db";
 
 pub fn run(args: BackupArgs) -> anyhow::Result<()> {
-    let source = args.data_dir.data_dir.join(DB_FILE);
     let target = match (&args.file, &args.dir) {
         (Some(file), _) => file.clone(),
         (None, Some(dir)) => {
@@ -22,7 +21,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give FILE or --dir"),
     };
-    backup::backup(&source, &target)?;
+    store::backup(&args.data_dir.data_dir, &target)?;
     println!("backup written to {}", target.display());
     if let (Some(dir), Some(keep)) = (&args.dir, args.keep) {
         for old in prune(dir, keep as usize)? {

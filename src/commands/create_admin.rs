@@ -3,14 +3,16 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 
+use crate::accounts::{AccountError, register};
 use crate::auth::password::PasswordHasher;
 use crate::cli::CreateAdminArgs;
+use crate::clock::Clock as _;
 use crate::config::hash_params;
 use crate::domain::role::Role;
 use crate::http::error::ApiError;
 use crate::routes::auth::AccountInput;
 use crate::secret::SecretString;
-use crate::store::{DB_FILE, OfflineStore, StoreError};
+use crate::store::OfflineStore;
 
 /// Passwords are at most 128 characters; anything much longer is a mistake.
 const MAX_PASSWORD_INPUT: u64 = 4096;
@@ -22,15 +24,15 @@ pub fn run(args: CreateAdminArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!(describe(&e)))?;
 
     crate::files::ensure_private_dir(&args.data_dir.data_dir)?;
-    let path = args.data_dir.data_dir.join(DB_FILE);
-    let mut store = OfflineStore::open(&path, true)?;
+    let mut store = OfflineStore::open(&args.data_dir.data_dir, true)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let hasher = PasswordHasher::new(params, 1, 0);
     let user = runtime
         .block_on(input.into_new_user(&hasher, Role::Admin))
         .map_err(|e| anyhow!(describe(&e)))?;
-    match store.create_user(&user) {
+    let now = crate::clock::SystemClock.now();
+    match store.write(now, |tx| register::create_admin(tx, &user)) {
         Ok(created) => {
             println!(
                 "created admin {} ({})",
@@ -39,7 +41,7 @@ pub fn run(args: CreateAdminArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Err(StoreError::Duplicate) => bail!("a user with that username or email already exists"),
+        Err(AccountError::Duplicate) => bail!("a user with that username or email already exists"),
         Err(other) => Err(other.into()),
     }
 }

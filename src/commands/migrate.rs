@@ -1,13 +1,13 @@
 use crate::cli::MigrateArgs;
 use crate::commands::NegativeOutcome;
-use crate::store::migrations::{self, Status};
-use crate::store::{self, DB_FILE};
+use crate::store::{self, SchemaStatus as Status};
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let path = args.data_dir.data_dir.join(DB_FILE);
-    let target = migrations::Plan::CURRENT.target();
+    let data_dir = &args.data_dir.data_dir;
+    let path = store::database_path(data_dir);
+    let target = store::schema_target();
     if args.check {
-        return match store::schema_status(&path)? {
+        return match store::schema_status(data_dir)? {
             Some(Status::Current(v)) => {
                 println!("database is up to date (schema version {v})");
                 Ok(())
@@ -21,11 +21,11 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
                 "migration pending: schema version {found}, this binary needs {target}"
             ))
             .into()),
-            Some(status) => Err(migrations::refusal(status).into()),
+            Some(status) => Err(store::schema_refusal(status).into()),
         };
     }
     crate::files::ensure_private_dir(&args.data_dir.data_dir)?;
-    let outcome = store::migrate(&path)?;
+    let outcome = store::migrate(data_dir)?;
     if outcome.from == outcome.to {
         println!("database is up to date (schema version {})", outcome.to);
     } else {

@@ -1,120 +1,295 @@
-//! Audit events: what happened, to whom, from where. The detail is a small
-//! JSON object that never holds a password, a hash, a token or a clear email.
+//! Audit events: what happened, to whom, from where. Each kind carries its
+//! detail as typed fields; the detail never holds a password, a hash, a
+//! token or a clear email (emails are masked before they get here).
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditKind {
-    Registration,
-    LoginSuccess,
-    LoginFailure,
-    Lockout,
-    RefreshReuseDetected,
-    Logout,
-    LogoutAll,
-    PasswordChange,
-    ProfileChange,
-    RoleChange,
-    ActivationChange,
-    UserCreated,
-    UserDeleted,
-    Unlock,
-    ConfigChange,
-    PermissionDenied,
-    RateLimited,
+use serde::Serialize;
+
+use super::lockout::Verdict;
+use super::role::Role;
+
+/// What happened, with its detail. The kind's name (`as_str`) is the
+/// variant's name in snake case; the detail is the variant's fields as a
+/// JSON object (`{}` for a variant without any).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumDiscriminants,
+)]
+#[serde(untagged)]
+#[strum(serialize_all = "snake_case")]
+#[strum_discriminants(
+    name(AuditKind),
+    derive(strum::EnumString, strum::IntoStaticStr, strum::EnumIter),
+    strum(serialize_all = "snake_case")
+)]
+pub enum Event {
+    Registration {
+        username: String,
+        email: String,
+    },
+    LoginSuccess {},
+    LoginFailure {
+        email: String,
+        reason: LoginFailure,
+    },
+    /// A failed password check that locked the account.
+    Lockout {
+        /// Unix seconds.
+        locked_until: i64,
+    },
+    RefreshReuseDetected {
+        family_id: String,
+    },
     /// A consumed refresh token presented again inside the grace window.
-    RefreshReuseInGrace,
-    /// An invalid, expired or revoked access token (one per client a minute).
-    TokenRejected,
+    RefreshReuseInGrace {
+        family_id: String,
+    },
+    Logout {},
+    LogoutAll {
+        sessions_ended: usize,
+    },
+    PasswordChange {},
     /// A wrong current password given to change-password.
-    PasswordChangeFailure,
+    PasswordChangeFailure {
+        reason: LoginFailure,
+    },
+    ProfileChange {
+        fields: Vec<&'static str>,
+        actor_id: String,
+    },
+    RoleChange {
+        from: Role,
+        to: Role,
+        actor_id: String,
+    },
+    ActivationChange {
+        is_active: bool,
+        actor_id: String,
+    },
+    UserCreated {
+        actor_id: String,
+        role: Role,
+        username: String,
+    },
+    UserDeleted {
+        actor_id: String,
+        username: String,
+        role: Role,
+    },
+    Unlock {
+        #[serde(flatten)]
+        by: Unlocker,
+    },
+    ConfigChange {
+        /// Setting name to its new value, as stored.
+        changed: BTreeMap<String, String>,
+    },
+    PermissionDenied {
+        permission: &'static str,
+        role: Role,
+        method: String,
+    },
+    RateLimited {
+        /// The path as the limiter matched it; never the query.
+        path: String,
+    },
+    /// An invalid, expired or revoked access token (one per client a minute).
+    TokenRejected {
+        reason: TokenRejection,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> AuditKind {
+        self.into()
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.into()
+    }
+
+    /// The detail as the audit trail stores it: a JSON object.
+    pub fn detail(&self) -> serde_json::Value {
+        // Every variant is a struct of plain fields, so this cannot fail;
+        // an empty object is the safe answer if it ever did.
+        serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}))
+    }
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 20] = [
-        AuditKind::Registration,
-        AuditKind::LoginSuccess,
-        AuditKind::LoginFailure,
-        AuditKind::Lockout,
-        AuditKind::RefreshReuseDetected,
-        AuditKind::Logout,
-        AuditKind::LogoutAll,
-        AuditKind::PasswordChange,
-        AuditKind::ProfileChange,
-        AuditKind::RoleChange,
-        AuditKind::ActivationChange,
-        AuditKind::UserCreated,
-        AuditKind::UserDeleted,
-        AuditKind::Unlock,
-        AuditKind::ConfigChange,
-        AuditKind::PermissionDenied,
-        AuditKind::RateLimited,
-        AuditKind::RefreshReuseInGrace,
-        AuditKind::TokenRejected,
-        AuditKind::PasswordChangeFailure,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            AuditKind::Registration => "registration",
-            AuditKind::LoginSuccess => "login_success",
-            AuditKind::LoginFailure => "login_failure",
-            AuditKind::Lockout => "lockout",
-            AuditKind::RefreshReuseDetected => "refresh_reuse_detected",
-            AuditKind::Logout => "logout",
-            AuditKind::LogoutAll => "logout_all",
-            AuditKind::PasswordChange => "password_change",
-            AuditKind::ProfileChange => "profile_change",
-            AuditKind::RoleChange => "role_change",
-            AuditKind::ActivationChange => "activation_change",
-            AuditKind::UserCreated => "user_created",
-            AuditKind::UserDeleted => "user_deleted",
-            AuditKind::Unlock => "unlock",
-            AuditKind::ConfigChange => "config_change",
-            AuditKind::PermissionDenied => "permission_denied",
-            AuditKind::RateLimited => "rate_limited",
-            AuditKind::RefreshReuseInGrace => "refresh_reuse_in_grace",
-            AuditKind::TokenRejected => "token_rejected",
-            AuditKind::PasswordChangeFailure => "password_change_failure",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+        raw.parse().ok()
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub kind: AuditKind,
-    pub user_id: Option<String>,
+/// Why a password check failed, as the audit trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginFailure {
+    UnknownEmail,
+    WrongPassword,
+    Locked,
+    Inactive,
+    /// The password or token version moved while the check ran.
+    CredentialsChanged,
+}
+
+impl LoginFailure {
+    /// The failure a verdict amounts to; `None` for an accepted check.
+    pub fn of(verdict: Verdict) -> Option<Self> {
+        match verdict {
+            Verdict::Accepted => None,
+            Verdict::WrongPassword(_) => Some(LoginFailure::WrongPassword),
+            Verdict::Locked => Some(LoginFailure::Locked),
+            Verdict::Inactive => Some(LoginFailure::Inactive),
+            Verdict::CredentialsChanged => Some(LoginFailure::CredentialsChanged),
+        }
+    }
+}
+
+/// Who cleared a lockout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Unlocker {
+    /// An admin or moderator through the API.
+    Actor { actor_id: String },
+    /// An operator with `secure-api unlock`.
+    CommandLine { via: CommandLine },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandLine {
+    CommandLine,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRejection {
+    /// Not a bearer token at all.
+    Malformed,
+    /// A bad signature or claims.
+    Invalid,
+    /// A refresh token used as an access token.
+    WrongKind,
+    Expired,
+    /// Signed by us, but its session ended, its token version was bumped, or
+    /// its account is inactive or gone.
+    Revoked,
+}
+
+/// Where an event came from: the request, or nowhere (a command).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
     pub client_ip: Option<String>,
     pub request_id: Option<String>,
-    pub detail: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub event: Event,
+    pub user_id: Option<String>,
+    pub origin: Origin,
 }
 
 impl AuditEvent {
-    /// The same origin (user, client, request) with another kind and detail.
-    pub fn follow_up(&self, kind: AuditKind, detail: Value) -> Self {
+    pub fn new(origin: &Origin, user_id: Option<&str>, event: Event) -> Self {
         Self {
-            kind,
-            user_id: self.user_id.clone(),
-            client_ip: self.client_ip.clone(),
-            request_id: self.request_id.clone(),
-            detail,
+            event,
+            user_id: user_id.map(str::to_owned),
+            origin: origin.clone(),
         }
+    }
+
+    pub fn kind(&self) -> AuditKind {
+        self.event.kind()
     }
 
     /// Writes the event as one JSON log line (target `audit`).
     pub fn log(&self) {
         tracing::info!(
             target: "audit",
-            event = self.kind.as_str(),
+            event = self.event.as_str(),
             user_id = self.user_id.as_deref().unwrap_or("-"),
-            client_ip = self.client_ip.as_deref().unwrap_or("-"),
-            audit_request_id = self.request_id.as_deref().unwrap_or("-"),
-            detail = %self.detail,
+            client_ip = self.origin.client_ip.as_deref().unwrap_or("-"),
+            audit_request_id = self.origin.request_id.as_deref().unwrap_or("-"),
+            detail = %self.event.detail(),
             "audit"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_in_snake_case_and_parse_back() {
+        let event = Event::RefreshReuseInGrace {
+            family_id: "f".into(),
+        };
+        assert_eq!(event.as_str(), "refresh_reuse_in_grace");
+        assert_eq!(event.kind().as_str(), "refresh_reuse_in_grace");
+        for kind in AuditKind::iter() {
+            assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(AuditKind::iter().count(), 20);
+        assert_eq!(AuditKind::parse("LoginSuccess"), None);
+        assert_eq!(AuditKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn details_are_the_fields_as_stored_before_they_were_typed() {
+        assert_eq!(Event::LoginSuccess {}.detail(), json!({}));
+        assert_eq!(
+            Event::LoginFailure {
+                email: "a***@example.com".into(),
+                reason: LoginFailure::UnknownEmail
+            }
+            .detail(),
+            json!({ "email": "a***@example.com", "reason": "unknown_email" })
+        );
+        assert_eq!(
+            Event::RoleChange {
+                from: Role::User,
+                to: Role::Admin,
+                actor_id: "x".into()
+            }
+            .detail(),
+            json!({ "from": "user", "to": "admin", "actor_id": "x" })
+        );
+        assert_eq!(
+            Event::Unlock {
+                by: Unlocker::CommandLine {
+                    via: CommandLine::CommandLine
+                }
+            }
+            .detail(),
+            json!({ "via": "command_line" })
+        );
+        assert_eq!(
+            Event::Unlock {
+                by: Unlocker::Actor {
+                    actor_id: "x".into()
+                }
+            }
+            .detail(),
+            json!({ "actor_id": "x" })
+        );
+        assert_eq!(
+            Event::TokenRejected {
+                reason: TokenRejection::WrongKind
+            }
+            .detail(),
+            json!({ "reason": "wrong_kind" })
         );
     }
 }

@@ -71,19 +71,6 @@ pub enum Verdict {
     Accepted,
 }
 
-impl Verdict {
-    /// The reason recorded in the audit trail for a refusal.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Verdict::Locked => "locked",
-            Verdict::Inactive => "inactive",
-            Verdict::WrongPassword(_) => "wrong_password",
-            Verdict::CredentialsChanged => "credentials_changed",
-            Verdict::Accepted => "accepted",
-        }
-    }
-}
-
 /// Settles a password check against the row as it is now. A lock always
 /// wins, so however many checks run in parallel, at most `max_attempts`
 /// wrong passwords are counted per lock period, and none after the lock.

@@ -7,6 +7,7 @@ use http::header::AUTHORIZATION;
 
 use super::error::ApiError;
 use crate::auth::tokens::TokenError;
+use crate::domain::audit::TokenRejection;
 use crate::domain::role::Role;
 use crate::domain::user::User;
 use crate::state::AppState;
@@ -44,7 +45,7 @@ pub enum AuthError {
     /// Credentials that do not authenticate; `user_id` when the token was
     /// genuinely ours but no longer valid.
     Rejected {
-        reason: &'static str,
+        reason: TokenRejection,
         user_id: Option<String>,
     },
     /// The check itself could not be made (storage unavailable).
@@ -72,7 +73,7 @@ impl From<AuthError> for ApiError {
 
 fn malformed() -> AuthError {
     AuthError::Rejected {
-        reason: "malformed",
+        reason: TokenRejection::Malformed,
         user_id: None,
     }
 }
@@ -108,9 +109,9 @@ async fn bearer(state: &AppState, token: &str) -> Result<Principal, AuthError> {
         .verify_access(token, now)
         .map_err(|e| AuthError::Rejected {
             reason: match e {
-                TokenError::Invalid => "invalid",
-                TokenError::WrongKind => "wrong_kind",
-                TokenError::Expired => "expired",
+                TokenError::Invalid => TokenRejection::Invalid,
+                TokenError::WrongKind => TokenRejection::WrongKind,
+                TokenError::Expired => TokenRejection::Expired,
             },
             user_id: None,
         })?;
@@ -127,7 +128,7 @@ async fn bearer(state: &AppState, token: &str) -> Result<Principal, AuthError> {
         // Signed by us, so the subject is worth recording: a session that
         // ended, a bumped token version, a deactivated or deleted account.
         _ => Err(AuthError::Rejected {
-            reason: "revoked",
+            reason: TokenRejection::Revoked,
             user_id: Some(claims.sub),
         }),
     }

@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::response::{Body, with_body};
 use crate::auth::password::HashError;
 use crate::domain::Invalid;
-use crate::domain::policy::Denied;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -273,18 +272,6 @@ impl From<StoreError> for ApiError {
             StoreError::Duplicate => ApiError::Conflict {
                 code: "duplicate_user",
                 detail: "A user with that username or email already exists",
-            },
-            StoreError::Denied(Denied::SelfProtection(detail)) => ApiError::BadRequest {
-                code: "self_protection",
-                detail: Cow::Borrowed(detail),
-            },
-            StoreError::Denied(Denied::Forbidden(detail)) => ApiError::Forbidden {
-                code: "forbidden",
-                detail,
-            },
-            StoreError::Denied(Denied::LastAdmin) => ApiError::Conflict {
-                code: "last_admin",
-                detail: "The last active admin cannot be removed, demoted or deactivated",
             },
             StoreError::Busy => ApiError::Unavailable {
                 detail: "The database is busy; retry shortly",

@@ -24,7 +24,7 @@ use super::extract::precheck_body;
 use super::ratelimit::{Decision, OncePerMinute, RateInfo, RateLimits};
 use super::response::Body;
 use super::router::{Access, Ctx, Match, Router};
-use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::audit::{AuditEvent, Event, Origin};
 use crate::domain::rbac;
 use crate::state::AppState;
 use crate::telemetry::{self, context::RequestContext};
@@ -243,19 +243,26 @@ impl HttpApp {
     }
 
     async fn audit_rate_limited(&self, client_ip: IpAddr, request_id: &str, path: &str) {
-        let event = AuditEvent {
-            kind: AuditKind::RateLimited,
-            user_id: None,
-            client_ip: Some(client_ip.to_string()),
-            request_id: Some(request_id.to_owned()),
-            // The path as matched by the limiter only: the query is never logged.
-            detail: serde_json::json!({ "path": path.chars().take(100).collect::<String>() }),
+        // The path as matched by the limiter only: the query is never logged.
+        let event = Event::RateLimited {
+            path: path.chars().take(100).collect(),
         };
-        self.record_audit(event).await;
+        self.record_audit(client_ip, request_id, None, event).await;
     }
 
-    async fn record_audit(&self, event: AuditEvent) {
+    async fn record_audit(
+        &self,
+        client_ip: IpAddr,
+        request_id: &str,
+        user_id: Option<&str>,
+        event: Event,
+    ) {
+        let origin = Origin {
+            client_ip: Some(client_ip.to_string()),
+            request_id: Some(request_id.to_owned()),
+        };
         let now = self.state.clock.now();
+        let event = AuditEvent::new(&origin, user_id, event);
         self.state.store.record_audit(event, now).await;
     }
 
@@ -328,14 +335,9 @@ impl HttpApp {
                 if let AuthError::Rejected { reason, user_id } = &error
                     && self.edge.token_rejections.allows(client_ip)
                 {
-                    let event = AuditEvent {
-                        kind: AuditKind::TokenRejected,
-                        user_id: user_id.clone(),
-                        client_ip: Some(client_ip.to_string()),
-                        request_id: Some(request_id.to_owned()),
-                        detail: serde_json::json!({ "reason": reason }),
-                    };
-                    Box::pin(self.record_audit(event)).await;
+                    let event = Event::TokenRejected { reason: *reason };
+                    Box::pin(self.record_audit(client_ip, request_id, user_id.as_deref(), event))
+                        .await;
                 }
                 return Err(error.into());
             }
@@ -344,18 +346,13 @@ impl HttpApp {
         if let Some(permission) = required
             && !rbac::allows(principal.role(), permission)
         {
-            let event = AuditEvent {
-                kind: AuditKind::PermissionDenied,
-                user_id: Some(principal.user_id().to_owned()),
-                client_ip: Some(client_ip.to_string()),
-                request_id: Some(request_id.to_owned()),
-                detail: serde_json::json!({
-                    "permission": permission.as_str(),
-                    "role": principal.role().as_str(),
-                    "method": req.method().as_str(),
-                }),
+            let event = Event::PermissionDenied {
+                permission: permission.as_str(),
+                role: principal.role(),
+                method: req.method().as_str().to_owned(),
             };
-            Box::pin(self.record_audit(event)).await;
+            let user_id = Some(principal.user_id());
+            Box::pin(self.record_audit(client_ip, request_id, user_id, event)).await;
             return Err(ApiError::Forbidden {
                 code: "forbidden",
                 detail: "You do not have permission to perform this action",

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::audit;
+use crate::accounts::{reports, settings};
 use crate::domain::audit::AuditKind;
 use crate::http::error::FieldErrors;
 use crate::http::extract::{self, Page};
@@ -27,7 +28,7 @@ struct StatsDto {
 }
 
 pub async fn stats(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
-    let stats = ctx.state.store.stats(ctx.state.clock.now()).await?;
+    let stats = reports::stats(&ctx.state.store, ctx.state.clock.now()).await?;
     let dto = StatsDto {
         users_by_role: stats
             .users_by_role
@@ -96,32 +97,23 @@ pub async fn update_config(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         }
     }
     errors.finish()?;
-    let changed: Vec<(String, String)> = after
+    let changed: BTreeMap<String, String> = after
         .to_pairs()
         .into_iter()
         .zip(before.to_pairs())
         .filter(|(new, old)| new != old)
         .map(|(new, _)| new)
         .collect();
-    if !changed.is_empty() {
-        let detail: serde_json::Map<String, Value> = changed
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let event = audit::event(
-            &ctx,
-            AuditKind::ConfigChange,
-            Some(&actor_id),
-            json!({ "changed": detail }),
-        );
-        let now = ctx.state.clock.now();
-        ctx.state
-            .store
-            .put_settings(changed, now, event.clone())
-            .await?;
-        ctx.state.replace_settings(after);
-        event.log();
-    }
+    let now = ctx.state.clock.now();
+    settings::put(
+        &ctx.state.store,
+        audit::origin(&ctx),
+        actor_id,
+        changed,
+        now,
+    )
+    .await?;
+    ctx.state.replace_settings(after);
     json(StatusCode::OK, &ConfigDto::from(after))
 }
 
@@ -164,11 +156,14 @@ pub async fn audit(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .find(|(k, _)| k == "user_id")
         .map(|(_, v)| v.clone());
     errors.finish()?;
-    let (records, total) = ctx
-        .state
-        .store
-        .list_audit(page.offset(), page.per_page, event, user_id)
-        .await?;
+    let (records, total) = reports::audit_trail(
+        &ctx.state.store,
+        page.offset(),
+        page.per_page,
+        event,
+        user_id,
+    )
+    .await?;
     let events = records
         .into_iter()
         .map(|r| AuditEntry {

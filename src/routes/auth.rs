@@ -7,14 +7,14 @@ use http::header::SET_COOKIE;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::OffsetDateTime;
 
 use super::audit;
+use crate::accounts::login::{self, Checked, LoginGrant, PasswordCheck, Presented, Settled};
+use crate::accounts::sessions::{self, Refresh, Rotation};
+use crate::accounts::{AccountError, register as registration};
 use crate::auth::password::{PasswordHasher, Verified};
 use crate::domain::Invalid;
-use crate::domain::audit::AuditEvent;
-use crate::domain::audit::AuditKind;
 use crate::domain::email::{self, Email};
 use crate::domain::full_name::FullName;
 use crate::domain::lockout::Verdict;
@@ -30,8 +30,7 @@ use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
-use crate::store::sessions::{NewSession, Refresh, Rotation};
-use crate::store::{OnAccept, PasswordCheck, Presented, Settled, StoreError};
+use crate::store::rows::NewSession;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,34 +109,25 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         body.full_name.as_deref(),
         SecretString::new(body.password),
     )?;
-    let event = audit::event(
-        &ctx,
-        AuditKind::Registration,
-        None,
-        json!({ "username": input.username.as_str(), "email": input.email.masked() }),
-    );
+    let masked_email = input.email.masked();
     let new_user = input.into_new_user(&ctx.state.hasher, Role::User).await?;
     let now = ctx.state.clock.now();
-    let user = ctx
-        .state
-        .store
-        .create_user(new_user, now, Some(event.clone()))
-        .await
-        .map_err(|e| match e {
-            // Same answer for a taken username and a taken email: no enumeration.
-            StoreError::Duplicate => ApiError::BadRequest {
-                code: "registration_failed",
-                detail: Cow::Borrowed("Unable to create account with provided information"),
-            },
-            other => ApiError::from(other),
-        })?;
-    audit::event(
-        &ctx,
-        AuditKind::Registration,
-        Some(user.id.as_str()),
-        event.detail,
+    let user = registration::register(
+        &ctx.state.store,
+        audit::origin(&ctx),
+        new_user,
+        masked_email,
+        now,
     )
-    .log();
+    .await
+    .map_err(|e| match e {
+        // Same answer for a taken username and a taken email: no enumeration.
+        AccountError::Duplicate => ApiError::BadRequest {
+            code: "registration_failed",
+            detail: Cow::Borrowed("Unable to create account with provided information"),
+        },
+        other => ApiError::from(other),
+    })?;
     json(StatusCode::CREATED, &UserDto::from(&user))
 }
 
@@ -195,7 +185,7 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     // A saturated hasher refuses before any database work: a flood of
     // logins costs little more than the refusals.
     let admission = state.hasher.admit()?;
-    let credentials = state.store.credentials_by_email(email.clone()).await?;
+    let credentials = login::credentials_by_email(&state.store, email.clone()).await?;
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let verified = state
         .hasher
@@ -203,29 +193,28 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .await?;
     let masked_email = email::mask(&email);
     let Some(credentials) = credentials else {
-        return refuse_unknown_email(&ctx, masked_email).await;
+        let now = state.clock.now();
+        login::refuse_unknown_email(&state.store, audit::origin(&ctx), masked_email, now).await;
+        return Err(INVALID_CREDENTIALS);
     };
     state.hooks.after_login_password_check().await;
 
     let now = state.clock.now();
     let session = new_session(&ctx, now);
-    let presented = if verified.matches {
-        Presented::Right(OnAccept::Login {
+    let outcome = if verified.matches {
+        Checked::Right(LoginGrant {
             rehash: upgraded_hash(&ctx, verified, &password).await,
             session: session.clone(),
         })
     } else {
-        Presented::Wrong
+        Checked::Wrong
     };
-    let success = audit::event(
-        &ctx,
-        AuditKind::LoginSuccess,
-        Some(credentials.user.id.as_str()),
-        json!({}),
-    );
+    let presented = Presented::Login {
+        masked_email,
+        outcome,
+    };
     let check = PasswordCheck::against(credentials, presented);
-    let failure = (AuditKind::LoginFailure, json!({ "email": masked_email }));
-    let settled = settle_audited(&ctx, check, now, success, failure).await?;
+    let settled = settle(&ctx, check, now).await?;
     match settled.account {
         Some((user, token_version)) if settled.verdict == Verdict::Accepted => token_pair(
             &ctx,
@@ -235,14 +224,6 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         ),
         _ => Err(INVALID_CREDENTIALS),
     }
-}
-
-/// The same 401 as every other failure, audited with its real reason.
-async fn refuse_unknown_email(ctx: &Ctx, masked_email: String) -> HandlerResult {
-    let detail = json!({ "email": masked_email, "reason": "unknown_email" });
-    let event = audit::event(ctx, AuditKind::LoginFailure, None, detail);
-    audit::record(ctx, event).await;
-    Err(INVALID_CREDENTIALS)
 }
 
 /// A hash with the current parameters when the stored one used older ones,
@@ -322,22 +303,14 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         );
     };
     let new_jti = random_id();
-    let base = audit::event(&ctx, AuditKind::RefreshReuseDetected, None, json!({}));
-    let rotation = state
-        .store
-        .rotate_refresh(
-            Refresh {
-                jti: claims.jti,
-                new_jti: new_jti.clone(),
-                grace: state.sessions.reuse_grace,
-                token_lifetime: state.sessions.refresh_lifetime,
-            },
-            now,
-            move |rotation| rotation_events(&base, rotation),
-        )
-        .await?;
-    rotation.events.iter().for_each(AuditEvent::log);
-    match rotation.outcome {
+    let refresh = Refresh {
+        jti: claims.jti,
+        new_jti: new_jti.clone(),
+        grace: state.sessions.reuse_grace,
+        token_lifetime: state.sessions.refresh_lifetime,
+    };
+    let rotation = sessions::rotate(&state.store, audit::origin(&ctx), refresh, now).await?;
+    match rotation {
         Rotation::Rotated {
             user,
             token_version,
@@ -355,31 +328,14 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         }
         // Another tab rotated this token a moment ago and holds the new
         // cookie; clearing the cookie here would log that tab out too.
-        Rotation::RecentlyRotated { .. } => Err(ApiError::Unauthorized {
+        Rotation::RecentlyRotated => Err(ApiError::Unauthorized {
             code: "invalid_token",
             detail: "Invalid or expired refresh token",
         }),
-        Rotation::ReuseDetected { .. } | Rotation::Rejected => {
+        Rotation::ReuseDetected | Rotation::Rejected => {
             unauthorized_clearing_cookie(&ctx, "invalid_token", "Invalid or expired refresh token")
         }
     }
-}
-
-/// The audit events a rotation amounts to: reuse (the family is revoked) or a
-/// presentation inside the grace window.
-fn rotation_events(base: &AuditEvent, rotation: &Rotation) -> Vec<AuditEvent> {
-    let (kind, user_id, family_id) = match rotation {
-        Rotation::ReuseDetected { user_id, family_id } => {
-            (AuditKind::RefreshReuseDetected, user_id, family_id)
-        }
-        Rotation::RecentlyRotated { user_id, family_id } => {
-            (AuditKind::RefreshReuseInGrace, user_id, family_id)
-        }
-        Rotation::Rotated { .. } | Rotation::Rejected => return Vec::new(),
-    };
-    let mut event = base.follow_up(kind, json!({ "family_id": family_id }));
-    event.user_id = Some(user_id.clone());
-    vec![event]
 }
 
 #[derive(Serialize)]
@@ -404,10 +360,8 @@ pub async fn logout(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         None => bearer_session,
     };
     if let Some(family_id) = session {
-        let event = audit::event(&ctx, AuditKind::Logout, None, json!({}));
         let now = ctx.state.clock.now();
-        let recorded = ctx.state.store.logout(Some(family_id), now, event).await?;
-        recorded.log();
+        sessions::logout(&ctx.state.store, audit::origin(&ctx), family_id, now).await?;
     }
     with_cleared_cookie(json(
         StatusCode::OK,
@@ -436,19 +390,9 @@ pub async fn logout_all(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
         code: "not_authenticated",
         detail: "Authentication required",
     })?;
-    let event = audit::event(
-        &ctx,
-        AuditKind::LogoutAll,
-        Some(principal.user_id()),
-        json!({}),
-    );
     let now = ctx.state.clock.now();
-    let recorded = ctx
-        .state
-        .store
-        .logout_all(principal.user_id().to_owned(), now, event)
-        .await?;
-    recorded.log();
+    let user_id = principal.user_id().to_owned();
+    sessions::logout_all(&ctx.state.store, audit::origin(&ctx), user_id, now).await?;
     with_cleared_cookie(json(
         StatusCode::OK,
         &Message {
@@ -465,30 +409,16 @@ fn with_cleared_cookie(response: HandlerResult) -> HandlerResult {
     Ok(response)
 }
 
-/// Settles a finished password check in the write transaction (see
-/// `Store::settle_password_check`) and logs the audit events it wrote:
-/// `success` when accepted, else `failure` (kind and detail) with the
-/// lockout that may follow.
-pub(crate) async fn settle_audited(
+/// Settles a finished password check against the account as it is now,
+/// under the lockout policy in force (see `accounts::login::settle`).
+pub(crate) async fn settle(
     ctx: &Ctx,
     check: PasswordCheck,
     now: OffsetDateTime,
-    success: AuditEvent,
-    failure: (AuditKind, serde_json::Value),
 ) -> Result<Settled, ApiError> {
     let state = &ctx.state;
-    let (failure_kind, failure_detail) = failure;
-    let settled = state
-        .store
-        .settle_password_check(
-            check,
-            state.settings().lockout_policy(),
-            now,
-            move |verdict| audit::verdict_events(success, failure_kind, verdict, failure_detail),
-        )
-        .await?;
-    settled.events.iter().for_each(AuditEvent::log);
-    Ok(settled)
+    let policy = state.settings().lockout_policy();
+    Ok(login::settle(&state.store, audit::origin(ctx), check, policy, now).await?)
 }
 
 /// What a token pair is signed for: an account at a token version, and the

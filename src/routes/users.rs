@@ -1,18 +1,15 @@
 //! `/api/v1/users`: the caller's own account, and account management for
 //! moderators and admins (the rules beyond permissions live in
-//! `domain::policy` and are checked inside the store's write transaction).
+//! `domain::policy` and are applied by `accounts`).
 
 use std::borrow::Cow;
 
-use http::{Request, StatusCode};
-use hyper::body::Incoming;
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::json;
-
 use super::audit;
-use super::auth::{AccountInput, TokenGrant, new_session, settle_audited, token_pair};
+use super::auth::{AccountInput, TokenGrant, new_session, settle, token_pair};
+use crate::accounts::login::{self, Checked, NewPasswordGrant, PasswordCheck, Presented};
+use crate::accounts::profile::{self, OwnProfile};
+use crate::accounts::{AccountError, admin, register, reports};
 use crate::domain::Invalid;
-use crate::domain::audit::AuditKind;
 use crate::domain::email::Email;
 use crate::domain::full_name::FullName;
 use crate::domain::lockout::Verdict;
@@ -25,7 +22,9 @@ use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
-use crate::store::{OnAccept, PasswordCheck, Presented, StoreError};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -73,22 +72,22 @@ pub async fn update_me(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let mut errors = FieldErrors::default();
     let patch = profile_patch(body.full_name, body.email, &mut errors);
     errors.finish()?;
-    let base = audit::event(&ctx, AuditKind::ProfileChange, Some(&user_id), json!({}));
+    let own = OwnProfile {
+        full_name: patch.full_name,
+        email: patch.email,
+    };
     let now = ctx.state.clock.now();
-    let (user, events) = ctx
-        .state
-        .store
-        .update_own_profile(user_id, patch, now, base)
-        .await
-        .map_err(|e| match e {
-            // No hint whether the address belongs to someone else.
-            StoreError::Duplicate => ApiError::BadRequest {
-                code: "update_failed",
-                detail: Cow::Borrowed("Unable to update account with provided information"),
-            },
-            other => ApiError::from(other),
-        })?;
-    events.iter().for_each(|e| e.log());
+    let user =
+        profile::update_own_profile(&ctx.state.store, audit::origin(&ctx), user_id, own, now)
+            .await
+            .map_err(|e| match e {
+                // No hint whether the address belongs to someone else.
+                AccountError::Duplicate => ApiError::BadRequest {
+                    code: "update_failed",
+                    detail: Cow::Borrowed("Unable to update account with provided information"),
+                },
+                other => ApiError::from(other),
+            })?;
     json(StatusCode::OK, &UserDto::from(&user))
 }
 
@@ -120,9 +119,7 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
             }
         })?;
     let state = &ctx.state;
-    let credentials = state
-        .store
-        .credentials_by_id(user_id.clone())
+    let credentials = login::credentials_by_id(&state.store, user_id.clone())
         .await?
         .ok_or(INVALID_TOKEN)?;
     let verified = state
@@ -133,18 +130,16 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
     // is stored is settled against the account as it is then.
     let now = state.clock.now();
     let session = new_session(&ctx, now);
-    let presented = if verified.matches {
-        Presented::Right(OnAccept::ChangePassword {
+    let outcome = if verified.matches {
+        Checked::Right(NewPasswordGrant {
             new_hash: state.hasher.hash(new.secret()).await?,
             session: session.clone(),
         })
     } else {
-        Presented::Wrong
+        Checked::Wrong
     };
-    let check = PasswordCheck::against(credentials, presented);
-    let success = audit::event(&ctx, AuditKind::PasswordChange, Some(&user_id), json!({}));
-    let failure = (AuditKind::PasswordChangeFailure, json!({}));
-    let settled = settle_audited(&ctx, check, now, success, failure).await?;
+    let check = PasswordCheck::against(credentials, Presented::ChangePassword(outcome));
+    let settled = settle(&ctx, check, now).await?;
     match (settled.verdict, settled.account) {
         (Verdict::Accepted, Some((user, token_version))) => token_pair(
             &ctx,
@@ -187,11 +182,8 @@ pub async fn list(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .find(|(k, _)| k == "role")
         .and_then(|(_, raw)| errors.check("role", Role::parse(raw)));
     errors.finish()?;
-    let (users, total) = ctx
-        .state
-        .store
-        .list_users(page.offset(), page.per_page, role)
-        .await?;
+    let (users, total) =
+        reports::users(&ctx.state.store, page.offset(), page.per_page, role).await?;
     let list = UserList {
         users: users.iter().map(UserDto::from).collect(),
         total,
@@ -227,31 +219,16 @@ pub async fn create(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         body.full_name.as_deref(),
         SecretString::new(body.password),
     )?;
-    let event = audit::event(
-        &ctx,
-        AuditKind::UserCreated,
-        None,
-        json!({ "actor_id": actor_id, "role": role.as_str(), "username": input.username.as_str() }),
-    );
     let new_user = input.into_new_user(&ctx.state.hasher, role).await?;
     let now = ctx.state.clock.now();
-    let user = ctx
-        .state
-        .store
-        .create_user_by(actor_id, new_user, now, event.clone())
-        .await?;
-    let mut logged = event;
-    logged.user_id = Some(user.id.as_str().to_owned());
-    logged.log();
+    let origin = audit::origin(&ctx);
+    let user = register::create_by(&ctx.state.store, origin, actor_id, new_user, now).await?;
     json(StatusCode::CREATED, &UserDto::from(&user))
 }
 
 pub async fn get(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let id = ctx.user_id_param()?;
-    let user = ctx
-        .state
-        .store
-        .user_by_id(id.as_str().to_owned())
+    let user = reports::user(&ctx.state.store, id.as_str().to_owned())
         .await?
         .ok_or(ApiError::NotFound)?;
     json(StatusCode::OK, &UserDto::from(&user))
@@ -279,28 +256,18 @@ pub async fn patch(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         .as_deref()
         .and_then(|raw| errors.check("role", Role::parse(raw)));
     errors.finish()?;
-    let base = audit::event(&ctx, AuditKind::ProfileChange, None, json!({}));
     let now = ctx.state.clock.now();
-    let (user, events) = ctx
-        .state
-        .store
-        .patch_user(actor_id, target.as_str().to_owned(), patch, now, base)
-        .await?;
-    events.iter().for_each(|e| e.log());
+    let (origin, target) = (audit::origin(&ctx), target.as_str().to_owned());
+    let user = admin::patch_user(&ctx.state.store, origin, actor_id, target, patch, now).await?;
     json(StatusCode::OK, &UserDto::from(&user))
 }
 
 pub async fn unlock(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let actor_id = ctx.principal()?.user_id().to_owned();
     let target = ctx.user_id_param()?;
-    let event = audit::event(&ctx, AuditKind::Unlock, None, json!({}));
     let now = ctx.state.clock.now();
-    let (user, event) = ctx
-        .state
-        .store
-        .unlock_user(actor_id, target.as_str().to_owned(), now, event)
-        .await?;
-    event.log();
+    let (origin, target) = (audit::origin(&ctx), target.as_str().to_owned());
+    let user = admin::unlock_user(&ctx.state.store, origin, actor_id, target, now).await?;
     json(StatusCode::OK, &UserDto::from(&user))
 }
 
@@ -312,14 +279,9 @@ struct Message {
 pub async fn delete(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let actor_id = ctx.principal()?.user_id().to_owned();
     let target = ctx.user_id_param()?;
-    let event = audit::event(&ctx, AuditKind::UserDeleted, None, json!({}));
     let now = ctx.state.clock.now();
-    let event = ctx
-        .state
-        .store
-        .delete_user(actor_id, target.as_str().to_owned(), now, event)
-        .await?;
-    event.log();
+    let (origin, target) = (audit::origin(&ctx), target.as_str().to_owned());
+    admin::delete_user(&ctx.state.store, origin, actor_id, target, now).await?;
     json(
         StatusCode::OK,
         &Message {

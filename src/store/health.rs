@@ -8,30 +8,10 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rusqlite::ErrorCode;
-
 use super::StoreError;
 
 /// At most one error line per this long while the storage is failing.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// The SQLite result codes that mean "the storage cannot take this for now":
-/// a full disk (or a full database under `max_page_count`), an I/O error, a
-/// read-only file system or database file, a file that cannot be opened, and
-/// a broken WAL lock protocol. They clear up without a code change, so the
-/// client is told to come back (503); everything else (a constraint, a
-/// damaged database, misuse) stays a server error. Busy and locked have their
-/// own mapping (`StoreError::Busy`).
-pub fn is_unavailable(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::DiskFull
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::ReadOnly
-            | ErrorCode::CannotOpen
-            | ErrorCode::FileLockingProtocolFailed
-    )
-}
 
 #[derive(Debug, Default)]
 pub(super) struct StorageHealth {
@@ -56,10 +36,10 @@ impl StorageHealth {
     /// Notes the outcome of a statement or transaction: a storage failure
     /// marks the storage failing; a committed write, when `wrote`, marks it
     /// healthy. Other errors say nothing about the storage.
-    pub(super) fn observe<T>(&self, result: &Result<T, StoreError>, wrote: bool) {
-        match result {
-            Ok(_) if wrote => self.recovered(),
-            Err(e) if e.is_unavailable() => self.failed(e),
+    pub(super) fn observe(&self, error: Option<&StoreError>, wrote: bool) {
+        match error {
+            None if wrote => self.recovered(),
+            Some(e) if e.is_unavailable() => self.failed(e),
             _ => {}
         }
     }
@@ -104,74 +84,24 @@ impl StorageHealth {
 mod tests {
     use super::*;
 
-    fn sqlite_error(code: i32) -> rusqlite::Error {
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
-    }
-
-    #[test]
-    fn storage_errors_are_unavailable_and_the_rest_are_not() {
-        use rusqlite::ffi;
-        for code in [
-            ffi::SQLITE_FULL,
-            ffi::SQLITE_IOERR,
-            ffi::SQLITE_IOERR_WRITE,
-            ffi::SQLITE_IOERR_FSYNC,
-            ffi::SQLITE_IOERR_SHMSIZE,
-            ffi::SQLITE_READONLY,
-            ffi::SQLITE_READONLY_DBMOVED,
-            ffi::SQLITE_CANTOPEN,
-            ffi::SQLITE_PROTOCOL,
-        ] {
-            let error = StoreError::from(sqlite_error(code));
-            assert!(
-                matches!(error, StoreError::Unavailable(_)) && error.is_unavailable(),
-                "{code}: {error:?}"
-            );
-        }
-        for code in [
-            ffi::SQLITE_BUSY,
-            ffi::SQLITE_LOCKED,
-            ffi::SQLITE_BUSY_TIMEOUT,
-        ] {
-            assert!(
-                matches!(StoreError::from(sqlite_error(code)), StoreError::Busy),
-                "{code}"
-            );
-        }
-        for code in [
-            ffi::SQLITE_CORRUPT,
-            ffi::SQLITE_NOTADB,
-            ffi::SQLITE_CONSTRAINT,
-            ffi::SQLITE_MISUSE,
-            ffi::SQLITE_ERROR,
-            ffi::SQLITE_TOOBIG,
-        ] {
-            let error = StoreError::from(sqlite_error(code));
-            assert!(
-                matches!(error, StoreError::Backend(_)) && !error.is_unavailable(),
-                "{code}: {error:?}"
-            );
-        }
-        assert!(!StoreError::from(rusqlite::Error::QueryReturnedNoRows).is_unavailable());
-    }
-
     #[test]
     fn a_failure_marks_the_storage_failing_until_a_write_commits() {
         let health = StorageHealth::default();
         assert!(health.failing_since().is_none());
-        let full: Result<(), StoreError> = Err(sqlite_error(rusqlite::ffi::SQLITE_FULL).into());
-        health.observe(&full, true);
-        let since = health.failing_since().expect("failing after SQLITE_FULL");
+        let full = StoreError::Unavailable(super::super::BackendError::new(std::io::Error::other(
+            "disk full",
+        )));
+        health.observe(Some(&full), true);
+        let since = health.failing_since().expect("failing after a full disk");
         // More failures neither move the start nor log again within the minute.
-        health.observe(&full, true);
+        health.observe(Some(&full), true);
         assert_eq!(health.failing_since(), Some(since));
         assert_eq!(health.state().held_back, 1);
         // A read that works, or an error of another kind, says nothing.
-        health.observe(&Ok(()), false);
-        let other: Result<(), StoreError> = Err(StoreError::NotFound);
-        health.observe(&other, true);
+        health.observe(None, false);
+        health.observe(Some(&StoreError::NotFound), true);
         assert!(health.failing_since().is_some());
-        health.observe(&Ok(()), true);
+        health.observe(None, true);
         assert!(health.failing_since().is_none());
     }
 }

@@ -111,7 +111,11 @@ fn cycle_through(graph: &Graph, from: &str) -> Option<Vec<String>> {
 #[test]
 fn no_cycle_between_top_level_modules() {
     let graph = module_graph();
-    assert!(graph.contains_key("http") && graph.contains_key("store"));
+    assert!(
+        ["http", "store", "accounts"]
+            .iter()
+            .all(|module| graph.contains_key(*module))
+    );
     for module in graph.keys() {
         if let Some(cycle) = cycle_through(&graph, module) {
             panic!("import cycle: {}", cycle.join(" -> "));
@@ -142,7 +146,13 @@ fn lower_layers_import_nothing_above_them() {
                 "accounts", "http", "routes", "server", "app", "commands", "store",
             ],
         ),
-        ("http", &["routes", "server", "app", "commands"]),
+        (
+            "accounts",
+            &[
+                "http", "routes", "server", "state", "app", "commands", "config",
+            ],
+        ),
+        ("http", &["accounts", "routes", "server", "app", "commands"]),
         ("routes", &["server", "app", "commands"]),
         ("server", &["routes", "app", "commands", "store"]),
     ];
@@ -156,6 +166,41 @@ fn lower_layers_import_nothing_above_them() {
         }
     }
     assert!(wrong.is_empty(), "imports against the layering: {wrong:?}");
+}
+
+/// The storage seam: only the SQLite backend names its driver, so a second
+/// backend changes nothing above `store`.
+#[test]
+fn only_the_sqlite_backend_names_its_driver() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let backend = src.join("store").join("sqlite");
+    let mut leaks = Vec::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path != backend {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            if ["rusqlite", "r2d2"]
+                .iter()
+                .any(|driver| source.contains(driver))
+            {
+                leaks.push(path.strip_prefix(&src).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "driver named outside store/sqlite: {leaks:?}"
+    );
 }
 
 #[test]

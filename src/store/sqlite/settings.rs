@@ -1,6 +1,6 @@
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::StoreError;
 
 pub(super) fn all(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
     Ok(conn
@@ -9,7 +9,7 @@ pub(super) fn all(conn: &Connection) -> Result<Vec<(String, String)>, StoreError
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-pub(super) fn put(tx: &Transaction<'_>, key: &str, value: &str) -> Result<(), StoreError> {
+pub(super) fn put(tx: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO settings (key, value) VALUES (?1, ?2) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",

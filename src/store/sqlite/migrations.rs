@@ -5,16 +5,16 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// The schema a fresh database gets.
-pub const SCHEMA: &str = include_str!("../../schema.sql");
+pub const SCHEMA: &str = include_str!("../../../schema.sql");
 
 /// Migration `i` takes a database from version `i` to `i + 1`.
 pub const STEPS: &[&str] = &[
-    include_str!("../../migrations/0001_initial.sql"),
-    include_str!("../../migrations/0002_refresh_rotation_detail.sql"),
-    include_str!("../../migrations/0003_retention_and_storage_probe.sql"),
+    include_str!("../../../migrations/0001_initial.sql"),
+    include_str!("../../../migrations/0002_refresh_rotation_detail.sql"),
+    include_str!("../../../migrations/0003_retention_and_storage_probe.sql"),
 ];
 
 /// A schema and the steps that reach it; the real one is [`Plan::CURRENT`].

@@ -4,64 +4,27 @@
 //! tests), so the write lock is never held for long, however large the
 //! backlog.
 
-use rusqlite::Transaction;
+use rusqlite::Connection;
 use time::OffsetDateTime;
 
-use super::StoreError;
 use super::users::format_time;
+use crate::store::StoreError;
+use crate::store::rows::Prunable;
 
-/// What one kind of batch deletes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Prunable {
-    /// Refresh tokens past their own expiry (never later than their family's).
-    Tokens,
-    /// Refresh families past their expiry, with any token left in them.
-    Families,
-    /// Audit rows older than the retention.
-    Audit,
-}
-
-impl Prunable {
-    pub(super) const ALL: [Prunable; 3] = [Prunable::Tokens, Prunable::Families, Prunable::Audit];
-
-    fn sql(self) -> &'static str {
-        match self {
-            Prunable::Tokens => {
-                "DELETE FROM refresh_tokens WHERE jti IN \
-                 (SELECT jti FROM refresh_tokens WHERE expires_at <= ?1 LIMIT ?2)"
-            }
-            Prunable::Families => {
-                "DELETE FROM refresh_families WHERE id IN \
-                 (SELECT id FROM refresh_families WHERE expires_at <= ?1 LIMIT ?2)"
-            }
-            Prunable::Audit => {
-                "DELETE FROM audit_log WHERE id IN \
-                 (SELECT id FROM audit_log WHERE occurred_at < ?1 LIMIT ?2)"
-            }
+fn sql(what: Prunable) -> &'static str {
+    match what {
+        Prunable::Tokens => {
+            "DELETE FROM refresh_tokens WHERE jti IN \
+             (SELECT jti FROM refresh_tokens WHERE expires_at <= ?1 LIMIT ?2)"
         }
-    }
-}
-
-/// Rows deleted by one housekeeping pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
-    pub refresh_tokens: usize,
-    pub refresh_families: usize,
-    pub audit_rows: usize,
-}
-
-impl Pruned {
-    pub(super) fn add(&mut self, what: Prunable, rows: usize) {
-        let field = match what {
-            Prunable::Tokens => &mut self.refresh_tokens,
-            Prunable::Families => &mut self.refresh_families,
-            Prunable::Audit => &mut self.audit_rows,
-        };
-        *field += rows;
-    }
-
-    pub fn any(&self) -> bool {
-        *self != Self::default()
+        Prunable::Families => {
+            "DELETE FROM refresh_families WHERE id IN \
+             (SELECT id FROM refresh_families WHERE expires_at <= ?1 LIMIT ?2)"
+        }
+        Prunable::Audit => {
+            "DELETE FROM audit_log WHERE id IN \
+             (SELECT id FROM audit_log WHERE occurred_at < ?1 LIMIT ?2)"
+        }
     }
 }
 
@@ -69,14 +32,14 @@ impl Pruned {
 /// with `sessions_before`, audit rows their RFC 3339 time (whole seconds,
 /// so text order is time order) with `audit_before`.
 pub(super) fn delete_batch(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     what: Prunable,
     sessions_before: OffsetDateTime,
     audit_before: OffsetDateTime,
     limit: usize,
 ) -> Result<usize, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut statement = tx.prepare_cached(what.sql())?;
+    let mut statement = tx.prepare_cached(sql(what))?;
     let deleted = match what {
         Prunable::Tokens | Prunable::Families => {
             statement.execute((sessions_before.unix_timestamp(), limit))?
@@ -89,6 +52,7 @@ pub(super) fn delete_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::rows::Pruned;
     use crate::store::{PoolOptions, Store};
     use time::Duration;
 
@@ -226,8 +190,8 @@ mod tests {
     #[test]
     fn one_batch_deletes_at_most_its_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open_admin_connection(&dir.path().join("t.db"), true).unwrap();
-        crate::store::migrations::Plan::CURRENT
+        let mut conn = super::super::open_admin_connection(&dir.path().join("t.db"), true).unwrap();
+        super::super::migrations::Plan::CURRENT
             .migrate(&mut conn)
             .unwrap();
         let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
@@ -249,7 +213,7 @@ mod tests {
             .unwrap();
         for what in Prunable::ALL {
             let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", what.sql()))
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", sql(what)))
                 .unwrap()
                 .query_map((0, 1), |r| r.get::<_, String>(3))
                 .unwrap()

@@ -8,8 +8,9 @@ use std::time::Duration;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use super::{StoreError, open_connection};
+use super::open_connection;
 use crate::files;
+use crate::store::StoreError;
 
 const MAX_BUSY_RETRIES: u32 = 200;
 

@@ -1,12 +1,13 @@
-use rusqlite::Transaction;
+use rusqlite::Connection;
 use time::OffsetDateTime;
 
-use super::StoreError;
 use super::users::format_time;
 use crate::domain::audit::AuditEvent;
+use crate::store::StoreError;
+use crate::store::rows::AuditRecord;
 
 pub(super) fn insert(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     event: &AuditEvent,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
@@ -16,31 +17,18 @@ pub(super) fn insert(
     )?
     .execute((
         format_time(now)?,
-        event.kind.as_str(),
+        event.event.as_str(),
         event.user_id.as_deref(),
-        event.client_ip.as_deref(),
-        event.request_id.as_deref(),
-        event.detail.to_string(),
+        event.origin.client_ip.as_deref(),
+        event.origin.request_id.as_deref(),
+        event.event.detail().to_string(),
     ))?;
     Ok(())
 }
 
-/// An audit row as the admin API shows it.
-#[derive(Debug, Clone)]
-pub struct AuditRecord {
-    pub id: i64,
-    pub occurred_at: String,
-    pub event: String,
-    pub user_id: Option<String>,
-    pub client_ip: Option<String>,
-    pub request_id: Option<String>,
-    /// A JSON object, as stored.
-    pub detail: String,
-}
-
 /// One page, newest first, optionally filtered by event and user.
 pub(super) fn list(
-    conn: &rusqlite::Connection,
+    conn: &Connection,
     offset: i64,
     limit: i64,
     event: Option<&str>,
@@ -71,7 +59,7 @@ pub(super) fn list(
 }
 
 pub(super) fn count_since(
-    conn: &rusqlite::Connection,
+    conn: &Connection,
     event: &str,
     since: OffsetDateTime,
 ) -> Result<i64, StoreError> {

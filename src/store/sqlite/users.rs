@@ -1,18 +1,18 @@
-use rusqlite::{Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::StoreError;
 use crate::domain::lockout::{AfterFailure, GuardState};
-use crate::domain::policy::{Actor, UserPatch};
+use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
 use crate::domain::user::{AuthState, Credentials, NewUser, TokenSubject, User, UserId};
+use crate::store::StoreError;
 
 const USER_COLUMNS: &str =
     "id, username, email, full_name, role, is_active, created_at, updated_at";
 
 pub(super) fn insert(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user: &NewUser,
     now: OffsetDateTime,
 ) -> Result<User, StoreError> {
@@ -210,7 +210,7 @@ pub(super) fn by_id(tx: &Connection, user_id: &str) -> Result<Option<User>, Stor
 
 /// Stores the count (and lock) a wrong password leads to.
 pub(super) fn store_failure(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user_id: &str,
     after: AfterFailure,
 ) -> Result<(), StoreError> {
@@ -229,7 +229,7 @@ pub(super) fn store_failure(
 /// Clears the failure count and any expired lock; stores a fresh hash when
 /// the old one used other parameters.
 pub(super) fn record_success(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user_id: &str,
     new_hash: Option<&str>,
 ) -> Result<(), StoreError> {
@@ -242,7 +242,7 @@ pub(super) fn record_success(
 }
 
 /// Makes every access token issued so far for this user fail.
-pub(super) fn bump_token_version(tx: &Transaction<'_>, user_id: &str) -> Result<(), StoreError> {
+pub(super) fn bump_token_version(tx: &Connection, user_id: &str) -> Result<(), StoreError> {
     tx.prepare_cached("UPDATE users SET token_version = token_version + 1 WHERE id = ?1")?
         .execute([user_id])?;
     Ok(())
@@ -276,16 +276,8 @@ pub(super) fn count_active_admins(conn: &Connection) -> Result<i64, StoreError> 
         .query_row([], |r| r.get(0))?)
 }
 
-pub(super) fn actor(conn: &Connection, user_id: &str) -> Result<Option<Actor>, StoreError> {
-    Ok(auth_state(conn, user_id)?.map(|state| Actor {
-        user_id: user_id.to_owned(),
-        role: state.role,
-        is_active: state.is_active,
-    }))
-}
-
 pub(super) fn apply_patch(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user_id: &str,
     patch: &UserPatch,
     now: OffsetDateTime,
@@ -321,7 +313,7 @@ pub(super) fn apply_patch(
 }
 
 pub(super) fn set_password(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user_id: &str,
     password_hash: &str,
     now: OffsetDateTime,
@@ -335,7 +327,7 @@ pub(super) fn set_password(
 }
 
 pub(super) fn unlock(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     user_id: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
@@ -346,7 +338,7 @@ pub(super) fn unlock(
     Ok(())
 }
 
-pub(super) fn delete(tx: &Transaction<'_>, user_id: &str) -> Result<(), StoreError> {
+pub(super) fn delete(tx: &Connection, user_id: &str) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
         .execute([user_id])?;
     Ok(())
