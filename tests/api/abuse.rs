@@ -345,6 +345,17 @@ async fn the_redirect_listener_finishes_a_request_in_flight_at_sigterm() {
     tcp.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
+    // The listener accepts in arrival order: once a later connection has
+    // been answered, this one has been accepted and is being read, so the
+    // signal finds it in flight rather than still in the kernel's queue.
+    let mut later = TcpStream::connect(redirect).await.unwrap();
+    later
+        .write_all(b"GET /y HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answered = Vec::new();
+    later.read_to_end(&mut answered).await.unwrap();
+    assert!(answered.starts_with(b"HTTP/1.1 308"));
     crate::helpers::send_signal(&server.child, "TERM");
     // Both listeners drain: the redirect one is no longer cut off mid-request.
     server.wait_for_log("\"listener\":\"redirect\"").await;

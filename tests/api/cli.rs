@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::helpers::db;
 use crate::helpers::{
     FAST_HASH_ARGS, STRONG_PASSWORD, TestApp, client_config, create_admin, mode_of, run_cli,
     serve_args, start_server, tls_connect,
@@ -209,18 +210,16 @@ async fn create_admin_reads_stdin_and_stores_an_argon2id_admin() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("created admin rootish"));
     assert_eq!(mode_of(&data.join("secure-api.db")), 0o600);
 
-    let conn = rusqlite::Connection::open(data.join("secure-api.db")).unwrap();
-    let (role, active, email, hash): (String, bool, String, String) = conn
-        .query_row(
-            "SELECT role, is_active, email, password_hash FROM users WHERE username = 'rootish'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap();
+    let account = db::stored_account(&db::database_file(&data), "rootish");
     assert_eq!(
-        (role.as_str(), active, email.as_str()),
+        (
+            account.role.as_str(),
+            account.is_active,
+            account.email.as_str()
+        ),
         ("admin", true, "ops@example.com")
     );
+    let hash = account.password_hash;
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(STRONG_PASSWORD));
     // The trailing newline was not part of the password.
@@ -300,10 +299,7 @@ async fn migrate_creates_checks_and_refuses_a_newer_database() {
     let again = run_cli(&["migrate", "--data-dir", data_arg], None).await;
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
 
-    rusqlite::Connection::open(data.join("secure-api.db"))
-        .unwrap()
-        .execute_batch("PRAGMA user_version = 99")
-        .unwrap();
+    db::set_schema_version(&db::database_file(&data), 99);
     assert_one_line_error(
         &run_cli(&["migrate", "--data-dir", data_arg], None).await,
         "newer",
@@ -320,10 +316,7 @@ async fn serve_refuses_a_database_of_another_program() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    rusqlite::Connection::open(data.join("secure-api.db"))
-        .unwrap()
-        .execute_batch("CREATE TABLE other (x)")
-        .unwrap();
+    db::make_foreign_database(&db::database_file(&data));
     assert_one_line_error(
         &run_cli(&serve_args(&data, &[]), None).await,
         "no secure-api schema",

@@ -261,8 +261,7 @@ async fn readiness_fails_while_the_database_cannot_take_a_write() {
         serde_json::json!({"status": "ready"})
     );
 
-    let blocker = rusqlite::Connection::open(app.db_path()).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let blocker = crate::helpers::db::hold_write_lock(&app.db_path());
     // A result is shared for up to 1 s; past that the next caller probes
     // again, so a failure is seen after at most about a second.
     tokio::time::sleep(crate::helpers::ready_result_expired()).await;
@@ -272,7 +271,7 @@ async fn readiness_fails_while_the_database_cannot_take_a_write() {
     // Liveness does not depend on the database.
     assert_eq!(app.get("/health").await.status, 200);
 
-    blocker.execute_batch("ROLLBACK").unwrap();
+    blocker.release();
     tokio::time::sleep(crate::helpers::ready_result_expired()).await;
     assert_eq!(app.get("/health/ready").await.status, 200);
 }

@@ -203,6 +203,34 @@ fn only_the_sqlite_backend_names_its_driver() {
     );
 }
 
+/// The suite runs against any backend: only `helpers/db.rs` reads or sets
+/// stored state directly.
+#[test]
+fn only_the_store_specific_test_helpers_name_the_driver() {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("api");
+    let allowed = [suite.join("helpers").join("db.rs"), suite.join("layers.rs")];
+    let mut leaks = Vec::new();
+    let mut dirs = vec![suite.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if !allowed.contains(&path)
+                && std::fs::read_to_string(&path).unwrap().contains("rusqlite")
+            {
+                leaks.push(path.strip_prefix(&suite).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "the driver named outside helpers/db.rs: {leaks:?}"
+    );
+}
+
 #[test]
 fn the_reader_sees_grouped_and_nested_imports() {
     let source = "use crate::{auth::x, store};\nfn f() { crate::http::y(); }\n\

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use crate::helpers::db;
 use crate::helpers::{
     STRONG_PASSWORD, b64url_decode, bin, client_config, create_admin, run_cli, send_http1,
     start_server, start_server_with_env, tls_connect,
@@ -297,34 +298,19 @@ async fn a_sigkill_under_write_load_loses_no_acknowledged_write() {
     let (status, _) = server.stop_after_signal().await;
     assert!(!status.success(), "killed");
 
-    let conn = rusqlite::Connection::open(data.join("secure-api.db")).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
+    let database = db::database_file(&data);
+    assert_eq!(db::integrity_check(&database), "ok");
     let registered = registered.lock().await.clone();
     let rotated = rotated.lock().await.clone();
     for name in &registered {
-        let found: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM users WHERE username = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let found = db::users_named(&database, name);
         assert_eq!(found, 1, "acknowledged registration {name} lost");
     }
     for token in &rotated {
         let claims: serde_json::Value =
             serde_json::from_slice(&b64url_decode(token.split('.').nth(1).unwrap())).unwrap();
         let jti = claims["jti"].as_str().unwrap();
-        let found: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM refresh_tokens WHERE jti = ?1",
-                [jti],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let found = db::refresh_tokens_with_jti(&database, jti);
         assert_eq!(found, 1, "acknowledged refresh token {jti} lost");
     }
     eprintln!(
@@ -332,7 +318,6 @@ async fn a_sigkill_under_write_load_loses_no_acknowledged_write() {
         registered.len(),
         rotated.len()
     );
-    drop(conn);
     // And it starts again on that database.
     let restarted = start_server(&data, &[]).await;
     restarted.stop().await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::helpers::db;
 use crate::helpers::{
     ManualClock, STRONG_PASSWORD, TestApp, TestResponse, client_config, eventually,
     ready_result_expired, send_http1, start_server, tls_connect,
@@ -93,47 +94,36 @@ async fn housekeeping_deletes_expired_sessions_and_old_audit_rows() {
         .refresh_with_cookie(&old.refresh_cookie().unwrap())
         .await;
     assert_eq!(rotated.status, 200);
-    let old_audit: i64 = app.sql("SELECT count(*) FROM audit_log");
+    let old_audit = db::audit_total(&app);
     assert!(old_audit >= 2, "{old_audit}");
 
     // Past the 7-day refresh lifetime and the 30-day audit retention.
     clock.advance(time::Duration::days(31));
     let recent = app.signed_in("newcomer").await;
-    let recent_family: String = app.sql(
-        "SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
-         WHERE u.username = 'newcomer'",
-    );
+    let recent_family = db::session_of(&app, "newcomer");
 
     // Every audit row that is not about the newcomer is from before.
-    const OLD_AUDIT: &str = "SELECT count(*) FROM audit_log WHERE coalesce(user_id, '') NOT IN \
-         (SELECT id FROM users WHERE username = 'newcomer')";
     eventually(
         PATIENCE,
         async || app.get("/health").await,
-        |_| {
-            let families: i64 = app.sql("SELECT count(*) FROM refresh_families");
-            let old: i64 = app.sql(OLD_AUDIT);
-            families == 1 && old == 0
-        },
+        |_| db::session_count(&app) == 1 && db::audit_rows_not_about(&app, "newcomer") == 0,
     )
     .await;
-    let family: String = app.sql("SELECT id FROM refresh_families");
-    assert_eq!(family, recent_family, "the live login stays");
-    let tokens: i64 = app.sql(&format!(
-        "SELECT count(*) FROM refresh_tokens WHERE family_id = '{recent_family}'"
-    ));
-    let all_tokens: i64 = app.sql("SELECT count(*) FROM refresh_tokens");
     assert_eq!(
-        (tokens, all_tokens),
+        db::only_session(&app),
+        recent_family,
+        "the live login stays"
+    );
+    assert_eq!(
+        db::refresh_token_counts(&app, &recent_family),
         (1, 1),
         "only the live login's token is left"
     );
     // The recent audit rows (registration and login of the newcomer) stay.
-    let kept: i64 = app.sql("SELECT count(*) FROM audit_log");
+    let kept = db::audit_total(&app);
     assert!(kept >= 2, "{kept}");
     // Accounts are not touched, and the live login still works.
-    let users: i64 = app.sql("SELECT count(*) FROM users");
-    assert_eq!(users, 2);
+    assert_eq!(db::user_count(&app), 2);
     let me = app
         .get_with_token("/api/v1/users/me", &recent.access_token())
         .await;
@@ -171,18 +161,7 @@ async fn a_full_database_is_503_storage_unavailable_until_there_is_room_again() 
     let signed_in = app.signed_in("early_bird").await;
 
     // Bring the file to its limit with rows the server never reads.
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute_batch("CREATE TABLE filler (data BLOB)")
-        .unwrap();
-    while conn
-        .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
-        .unwrap()
-        < 64
-    {
-        conn.execute("INSERT INTO filler VALUES (zeroblob(4000))", [])
-            .unwrap();
-    }
+    db::fill_to_pages(&app.db_path(), 64);
 
     register_until_refused(async |name| try_register(&app, &name).await).await;
     // Reads still work.
@@ -196,7 +175,7 @@ async fn a_full_database_is_503_storage_unavailable_until_there_is_room_again() 
     assert_storage_unavailable(&app.get("/health/ready").await);
 
     // Room again: readiness finds out by itself, and writes work.
-    conn.execute_batch("DROP TABLE filler").unwrap();
+    db::make_room(&app.db_path());
     eventually(
         PATIENCE,
         async || app.get("/health/ready").await,
@@ -335,10 +314,7 @@ async fn a_full_disk_is_503_storage_unavailable_logged_once_and_recovered_from()
     let (status, stdout, _) = server.stop_with_logs().await;
     assert!(status.success());
     // Every registration acknowledged before, during and after is there.
-    let conn = rusqlite::Connection::open(data.join("secure-api.db")).unwrap();
-    let users: i64 = conn
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap();
+    let users = db::users_in(&db::database_file(&data));
     assert_eq!(users, acknowledged as i64);
     // Twenty-odd refusals: one error line a minute, not one per request.
     let errors = stdout

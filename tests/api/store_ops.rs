@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::helpers::db;
 use crate::helpers::{
     TestApp, client_config, mode_of, run_cli, send_http1, start_server, tls_connect,
 };
@@ -56,19 +57,12 @@ async fn backup_while_serving_is_consistent_and_restorable() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(mode_of(&backup), 0o600);
 
-    let conn = rusqlite::Connection::open(&backup).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    let users: i64 = conn
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap();
+    assert_eq!(db::integrity_check(&backup), "ok");
+    let users = db::users_in(&backup);
     assert!(
         users >= 6,
         "the copy holds what was written before it: {users}"
     );
-    drop(conn);
     // A self-contained file: nothing left beside it.
     let leftovers: Vec<_> = std::fs::read_dir(app.dir.path())
         .unwrap()

@@ -165,11 +165,6 @@ impl TestApp {
         std::fs::read(self.data_dir().join("jwt-secret.key")).unwrap()
     }
 
-    pub fn sql<T: rusqlite::types::FromSql>(&self, query: &str) -> T {
-        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
-        conn.query_row(query, [], |r| r.get(0)).unwrap()
-    }
-
     /// A signed-in account with `role`, made as an operator would: an admin
     /// with `secure-api create-admin`, a user by registering, a viewer or
     /// moderator by registering and an admin's role change. No SQL: the same

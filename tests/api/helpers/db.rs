@@ -3,12 +3,127 @@
 //! through the API or the CLI, so that a second backend only needs these
 //! functions again.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use super::TestApp;
 
-fn scalar<T: rusqlite::types::FromSql>(app: &TestApp, query: &str, params: &[&str]) -> T {
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+/// The database file of a data directory.
+pub fn database_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("secure-api.db")
+}
+
+fn file_scalar<T: rusqlite::types::FromSql>(db: &Path, query: &str, params: &[&str]) -> T {
+    let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row(query, rusqlite::params_from_iter(params), |r| r.get(0))
         .unwrap()
+}
+
+fn scalar<T: rusqlite::types::FromSql>(app: &TestApp, query: &str, params: &[&str]) -> T {
+    file_scalar(&app.db_path(), query, params)
+}
+
+/// The database's own consistency check: "ok" when the file is sound.
+pub fn integrity_check(db: &Path) -> String {
+    file_scalar(db, "PRAGMA integrity_check", &[])
+}
+
+/// Accounts in the database file `db`.
+pub fn users_in(db: &Path) -> i64 {
+    file_scalar(db, "SELECT count(*) FROM users", &[])
+}
+
+/// Accounts named `username` in the database file `db` (0 or 1).
+pub fn users_named(db: &Path, username: &str) -> i64 {
+    file_scalar(
+        db,
+        "SELECT count(*) FROM users WHERE username = ?1",
+        &[username],
+    )
+}
+
+/// Stored refresh tokens with this `jti` (0 or 1).
+pub fn refresh_tokens_with_jti(db: &Path, jti: &str) -> i64 {
+    file_scalar(
+        db,
+        "SELECT count(*) FROM refresh_tokens WHERE jti = ?1",
+        &[jti],
+    )
+}
+
+/// An account as stored, hash included.
+#[derive(Debug)]
+pub struct StoredAccount {
+    pub role: String,
+    pub is_active: bool,
+    pub email: String,
+    pub password_hash: String,
+}
+
+pub fn stored_account(db: &Path, username: &str) -> StoredAccount {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT role, is_active, email, password_hash FROM users WHERE username = ?1",
+        [username],
+        |r| {
+            Ok(StoredAccount {
+                role: r.get(0)?,
+                is_active: r.get(1)?,
+                email: r.get(2)?,
+                password_hash: r.get(3)?,
+            })
+        },
+    )
+    .unwrap()
+}
+
+/// Marks the database as written by a newer release.
+pub fn set_schema_version(db: &Path, version: u32) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .pragma_update(None, "user_version", version)
+        .unwrap();
+}
+
+/// Creates `db` as the database of some other program.
+pub fn make_foreign_database(db: &Path) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x)")
+        .unwrap();
+}
+
+/// Another process's writer holding the database's write lock until released.
+pub struct WriteLock(rusqlite::Connection);
+
+pub fn hold_write_lock(db: &Path) -> WriteLock {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    WriteLock(conn)
+}
+
+impl WriteLock {
+    pub fn release(self) {
+        self.0.execute_batch("ROLLBACK").unwrap();
+    }
+}
+
+/// Fills the database file with rows the server never reads until it has
+/// `pages` pages: under a page limit of `pages`, the next write is refused
+/// as full.
+pub fn fill_to_pages(db: &Path, pages: i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch("CREATE TABLE filler (data BLOB)")
+        .unwrap();
+    while conn
+        .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+        .unwrap()
+        < pages
+    {
+        conn.execute("INSERT INTO filler VALUES (zeroblob(4000))", [])
+            .unwrap();
+    }
 }
 
 /// Stored audit events of kind `event`.
@@ -219,4 +334,58 @@ pub fn state_rows(app: &TestApp, tables: &[&str]) -> Vec<String> {
         }
     }
     rows
+}
+
+/// Takes away what `fill_to_pages` added: room for writes again.
+pub fn make_room(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch("DROP TABLE filler").unwrap();
+}
+
+/// Stored audit rows of any kind.
+pub fn audit_total(app: &TestApp) -> i64 {
+    scalar(app, "SELECT count(*) FROM audit_log", &[])
+}
+
+/// Audit rows that are not about the account `username`.
+pub fn audit_rows_not_about(app: &TestApp, username: &str) -> i64 {
+    scalar(
+        app,
+        "SELECT count(*) FROM audit_log WHERE coalesce(user_id, '') NOT IN \
+         (SELECT id FROM users WHERE username = ?1)",
+        &[username],
+    )
+}
+
+/// The id of the one stored login (refresh family) of `username`.
+pub fn session_of(app: &TestApp, username: &str) -> String {
+    scalar(
+        app,
+        "SELECT f.id FROM refresh_families f JOIN users u ON u.id = f.user_id \
+         WHERE u.username = ?1",
+        &[username],
+    )
+}
+
+/// Stored logins (refresh families), ended or not.
+pub fn session_count(app: &TestApp) -> i64 {
+    scalar(app, "SELECT count(*) FROM refresh_families", &[])
+}
+
+/// The id of the only stored login.
+pub fn only_session(app: &TestApp) -> String {
+    scalar(app, "SELECT id FROM refresh_families", &[])
+}
+
+/// Stored refresh tokens in the login `session_id`, and in all.
+pub fn refresh_token_counts(app: &TestApp, session_id: &str) -> (i64, i64) {
+    (
+        scalar(
+            app,
+            "SELECT count(*) FROM refresh_tokens WHERE family_id = ?1",
+            &[session_id],
+        ),
+        scalar(app, "SELECT count(*) FROM refresh_tokens", &[]),
+    )
 }
