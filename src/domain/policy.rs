@@ -1,6 +1,6 @@
 //! Who may do what to whom, beyond the permission map: moderator limits,
 //! self-protection and the last active admin. Pure functions over fresh data,
-//! which the store calls inside the write transaction that applies the change.
+//! which `accounts` calls inside the write transaction that applies the change.
 
 use super::email::Email;
 use super::full_name::FullName;

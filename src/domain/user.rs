@@ -6,7 +6,7 @@ use super::role::Role;
 use super::username::Username;
 
 /// A user account as the rest of the program sees it. The password hash and
-/// the counters that guard it stay in the store's `Credentials`.
+/// the counters that guard it stay in `Credentials`.
 #[derive(Debug, Clone)]
 pub struct User {
     pub id: UserId,
