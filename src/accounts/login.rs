@@ -208,3 +208,83 @@ fn verdict_events(presented: &Presented, verdict: Verdict) -> Vec<Event> {
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn login() -> Presented {
+        Presented::Login {
+            masked_email: "s***@example.com".into(),
+            outcome: Checked::Wrong,
+        }
+    }
+
+    fn described(events: Vec<Event>) -> Vec<(&'static str, serde_json::Value)> {
+        events.iter().map(|e| (e.as_str(), e.detail())).collect()
+    }
+
+    #[test]
+    fn a_failure_that_locks_is_followed_by_one_lockout_event() {
+        let until = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+        let locking = Verdict::WrongPassword(AfterFailure {
+            failed_count: 0,
+            locked_until: Some(until),
+        });
+        assert_eq!(
+            described(verdict_events(&login(), locking)),
+            [
+                (
+                    "login_failure",
+                    json!({ "email": "s***@example.com", "reason": "wrong_password" })
+                ),
+                ("lockout", json!({ "locked_until": 1_900_000_000 })),
+            ]
+        );
+        let change = Presented::ChangePassword(Checked::Wrong);
+        assert_eq!(
+            described(verdict_events(&change, locking)),
+            [
+                (
+                    "password_change_failure",
+                    json!({ "reason": "wrong_password" })
+                ),
+                ("lockout", json!({ "locked_until": 1_900_000_000 })),
+            ]
+        );
+    }
+
+    #[test]
+    fn other_verdicts_are_one_event_with_their_reason() {
+        let counted = Verdict::WrongPassword(AfterFailure {
+            failed_count: 2,
+            locked_until: None,
+        });
+        for (verdict, reason) in [
+            (counted, "wrong_password"),
+            (Verdict::Locked, "locked"),
+            (Verdict::Inactive, "inactive"),
+            (Verdict::CredentialsChanged, "credentials_changed"),
+        ] {
+            assert_eq!(
+                described(verdict_events(&login(), verdict)),
+                [(
+                    "login_failure",
+                    json!({ "email": "s***@example.com", "reason": reason })
+                )]
+            );
+        }
+        assert_eq!(
+            described(verdict_events(&login(), Verdict::Accepted)),
+            [("login_success", json!({}))]
+        );
+        let change = Presented::ChangePassword(Checked::Wrong);
+        assert_eq!(
+            described(verdict_events(&change, Verdict::Accepted)),
+            [("password_change", json!({}))]
+        );
+    }
+}

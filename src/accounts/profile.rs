@@ -77,3 +77,59 @@ pub(super) fn change_events(before: &User, after: &User, actor_id: &str) -> Vec<
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::domain::role::Role;
+    use crate::domain::user::UserId;
+
+    fn user() -> User {
+        User {
+            id: UserId::random(),
+            username: "someone".into(),
+            email: "someone@example.com".into(),
+            full_name: None,
+            role: Role::User,
+            is_active: true,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn each_kind_of_change_is_one_event_naming_the_actor() {
+        let before = user();
+        assert!(change_events(&before, &before, "a").is_empty());
+
+        let after = User {
+            full_name: Some("Some One".into()),
+            email: "one@example.com".into(),
+            role: Role::Moderator,
+            is_active: false,
+            ..before.clone()
+        };
+        let events = change_events(&before, &after, "a");
+        let described: Vec<_> = events.iter().map(|e| (e.as_str(), e.detail())).collect();
+        assert_eq!(
+            described,
+            [
+                (
+                    "profile_change",
+                    json!({ "fields": ["full_name", "email"], "actor_id": "a" })
+                ),
+                (
+                    "role_change",
+                    json!({ "from": "user", "to": "moderator", "actor_id": "a" })
+                ),
+                (
+                    "activation_change",
+                    json!({ "is_active": false, "actor_id": "a" })
+                ),
+            ]
+        );
+    }
+}

@@ -6,9 +6,26 @@ use time::{Duration, OffsetDateTime};
 use crate::domain::audit::{AuditEvent, Event, Origin};
 use crate::domain::user::User;
 use crate::store::Store;
+pub use crate::store::rows::NewSession;
 use crate::store::rows::{NewRefreshToken, SessionEnd, Tx};
 
 use super::AccountError;
+
+/// A random id for a login or a refresh token: 128 bits, never reused.
+pub fn new_token_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The first refresh token of a login that begins `now` and may be
+/// refreshed for `lifetime`.
+pub fn new_session(now: OffsetDateTime, lifetime: Duration) -> NewSession {
+    NewSession {
+        family_id: new_token_id(),
+        jti: new_token_id(),
+        issued_at: now,
+        family_expires_at: now + lifetime,
+    }
+}
 
 /// A refresh token to rotate, and the rules of the rotation.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::audit;
 use crate::accounts::login::{self, Checked, LoginGrant, PasswordCheck, Presented, Settled};
-use crate::accounts::sessions::{self, Refresh, Rotation};
+use crate::accounts::sessions::{self, NewSession, Refresh, Rotation};
 use crate::accounts::{AccountError, register as registration};
 use crate::auth::password::{PasswordHasher, Verified};
 use crate::domain::Invalid;
@@ -30,7 +30,6 @@ use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
 use crate::secret::SecretString;
-use crate::store::rows::NewSession;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,12 +237,7 @@ async fn upgraded_hash(ctx: &Ctx, verified: Verified, password: &LoginPassword) 
 
 /// The first refresh token of a new login, made now.
 pub(crate) fn new_session(ctx: &Ctx, now: OffsetDateTime) -> NewSession {
-    NewSession {
-        family_id: random_id(),
-        jti: random_id(),
-        issued_at: now,
-        family_expires_at: now + ctx.state.sessions.refresh_lifetime,
-    }
+    sessions::new_session(now, ctx.state.sessions.refresh_lifetime)
 }
 
 #[derive(Deserialize)]
@@ -302,7 +296,7 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
             "Invalid or expired refresh token",
         );
     };
-    let new_jti = random_id();
+    let new_jti = sessions::new_token_id();
     let refresh = Refresh {
         jti: claims.jti,
         new_jti: new_jti.clone(),
@@ -487,8 +481,4 @@ pub(crate) fn token_pair(
     })?;
     response.headers_mut().insert(SET_COOKIE, cookie);
     Ok(response)
-}
-
-pub(crate) fn random_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
 }
