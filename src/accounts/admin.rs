@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::domain::audit::{AuditEvent, CommandLine, Event, Origin, Unlocker};
 use crate::domain::lockout;
-use crate::domain::policy::{self, UserPatch};
+use crate::domain::policy::{self, Actor, UserPatch};
 use crate::domain::user::User;
 use crate::store::Store;
 use crate::store::rows::{SessionEnd, Tx};
@@ -27,8 +27,7 @@ pub async fn patch_user(
 ) -> Result<User, AccountError> {
     store
         .write(now, move |tx| {
-            let actor = fresh_actor(&mut **tx, &actor_id)?;
-            let target = tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)?;
+            let (actor, target) = actor_and_target(tx, &actor_id, &target_id)?;
             let admins = tx.count_active_admins()?;
             policy::check_patch(&actor, &target, &patch, admins)?;
             let updated = tx.apply_patch(&target_id, &patch, now)?;
@@ -53,8 +52,7 @@ pub async fn delete_user(
 ) -> Result<(), AccountError> {
     store
         .write(now, move |tx| {
-            let actor = fresh_actor(&mut **tx, &actor_id)?;
-            let target = tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)?;
+            let (actor, target) = actor_and_target(tx, &actor_id, &target_id)?;
             let admins = tx.count_active_admins()?;
             policy::check_delete(&actor, &target, admins)?;
             tx.delete_user(&target_id)?;
@@ -79,8 +77,7 @@ pub async fn unlock_user(
 ) -> Result<User, AccountError> {
     store
         .write(now, move |tx| {
-            let actor = fresh_actor(&mut **tx, &actor_id)?;
-            let target = tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)?;
+            let (actor, target) = actor_and_target(tx, &actor_id, &target_id)?;
             policy::check_unlock(&actor, &target)?;
             tx.unlock(&target_id, now)?;
             let event = Event::Unlock {
@@ -90,6 +87,17 @@ pub async fn unlock_user(
             tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)
         })
         .await
+}
+
+/// The actor's rights and the target account, as they are in this transaction.
+fn actor_and_target(
+    tx: &mut Tx<'_>,
+    actor_id: &str,
+    target_id: &str,
+) -> Result<(Actor, User), AccountError> {
+    let actor = fresh_actor(&mut **tx, actor_id)?;
+    let target = tx.user_by_id(target_id)?.ok_or(AccountError::NotFound)?;
+    Ok((actor, target))
 }
 
 /// What `secure-api unlock` found and did.
