@@ -1,5 +1,5 @@
-//! The JWT signing key: from a file (or systemd credential), or generated
-//! into the data directory on first start.
+//! Key files (the JWT signing key, the data key): from a file (or systemd
+//! credential), or generated into the data directory on first start.
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +14,11 @@ pub enum KeyError {
     #[error(transparent)]
     File(#[from] SecretFileError),
     #[error(
-        "JWT key file {} holds {len} bytes; at least {MIN_KEY_BYTES} are required",
+        "key file {} holds {len} bytes; at least {MIN_KEY_BYTES} are required",
         .path.display()
     )]
     TooShort { path: PathBuf, len: usize },
-    #[error("no randomness for the JWT key: {0}")]
+    #[error("no randomness for a new key: {0}")]
     NoRandomness(getrandom::Error),
     #[error("cannot write {}: {source}", .path.display())]
     Write {
