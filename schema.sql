@@ -1,4 +1,4 @@
--- The canonical schema of a fresh secure-api database (PRAGMA user_version = 3).
+-- The canonical schema of a fresh secure-api database (PRAGMA user_version = 4).
 -- An older database reaches the same shape through migrations/NNNN_*.sql;
 -- a test keeps the two in step. Released migrations are never edited.
 
@@ -16,8 +16,20 @@ CREATE TABLE users (
     failed_login_count INTEGER NOT NULL DEFAULT 0,
     locked_until       INTEGER,                            -- unix seconds
     created_at         TEXT NOT NULL,                      -- RFC 3339 UTC
-    updated_at         TEXT NOT NULL
+    updated_at         TEXT NOT NULL,
+    -- Two-factor authentication: set means on. Sealed with the data key and
+    -- bound to the account id; never stored in clear.
+    totp_secret        BLOB,
+    totp_pending       BLOB,                               -- a setup awaiting its first code
+    totp_last_step     INTEGER                             -- newest accepted step: no replays
 );
+
+-- Keyed hashes (HMAC under the data key) of unused backup codes.
+CREATE TABLE backup_codes (
+    user_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL,
+    PRIMARY KEY (user_id, code_hash)
+) WITHOUT ROWID;
 
 CREATE INDEX users_role ON users (role);
 
@@ -28,7 +40,10 @@ CREATE TABLE refresh_families (
     created_at     INTEGER NOT NULL,
     expires_at     INTEGER NOT NULL,
     revoked_at     INTEGER,
-    revoked_reason TEXT
+    revoked_reason TEXT,
+    last_used_at   INTEGER,                                -- login or latest refresh
+    client_ip      TEXT,                                   -- of the login
+    user_agent     TEXT                                    -- of the login, at most 200 characters
 );
 
 CREATE INDEX refresh_families_user ON refresh_families (user_id);
@@ -76,3 +91,10 @@ CREATE TABLE storage_probe (
     id     INTEGER PRIMARY KEY,
     filler BLOB NOT NULL
 );
+
+-- The fingerprint of each key that sealed something here (the data key):
+-- starting with another key is refused while sealed secrets exist.
+CREATE TABLE key_fingerprints (
+    name        TEXT PRIMARY KEY NOT NULL,
+    fingerprint TEXT NOT NULL
+) WITHOUT ROWID;

@@ -97,6 +97,7 @@ mod tests {
             is_active: true,
             created_at: OffsetDateTime::UNIX_EPOCH,
             updated_at: OffsetDateTime::UNIX_EPOCH,
+            two_factor_enabled: false,
         }
     }
 

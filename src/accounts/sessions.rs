@@ -6,7 +6,7 @@ use time::{Duration, OffsetDateTime};
 use crate::domain::audit::{AuditEvent, Event, Origin};
 use crate::domain::user::User;
 use crate::store::Store;
-pub use crate::store::rows::NewSession;
+pub use crate::store::rows::{NewSession, SessionClient, SessionRecord};
 use crate::store::rows::{NewRefreshToken, SessionEnd, Tx};
 
 use super::AccountError;
@@ -16,15 +16,28 @@ pub fn new_token_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// The first refresh token of a login that begins `now` and may be
-/// refreshed for `lifetime`.
-pub fn new_session(now: OffsetDateTime, lifetime: Duration) -> NewSession {
+/// The first refresh token of a login by `client` that begins `now` and
+/// may be refreshed for `lifetime`.
+pub fn new_session(now: OffsetDateTime, lifetime: Duration, client: SessionClient) -> NewSession {
     NewSession {
         family_id: new_token_id(),
         jti: new_token_id(),
         issued_at: now,
         family_expires_at: now + lifetime,
+        client,
     }
+}
+
+/// The longest user agent a session keeps, in characters.
+pub const USER_AGENT_CHARS: usize = 200;
+
+/// A user agent as a session keeps it: control characters dropped, at most
+/// `USER_AGENT_CHARS` characters.
+pub fn session_user_agent(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(USER_AGENT_CHARS)
+        .collect()
 }
 
 /// A refresh token to rotate, and the rules of the rotation.
@@ -112,6 +125,7 @@ fn rotate_in(
         return Ok(Rotation::Rejected);
     }
     tx.consume_refresh_token(&refresh.jti, now, &refresh.new_jti)?;
+    tx.touch_session(&token.family_id, now)?;
     let expires_at = (now + refresh.token_lifetime).min(token.family_expires_at);
     tx.insert_refresh_token(&NewRefreshToken {
         jti: &refresh.new_jti,
@@ -161,6 +175,38 @@ pub async fn logout_all(
             let event = Event::LogoutAll {
                 sessions_ended: ended,
             };
+            tx.record(AuditEvent::new(&origin, Some(&user_id), event))?;
+            Ok(())
+        })
+        .await
+}
+
+/// The caller's live logins, newest first.
+pub async fn list(
+    store: &Store,
+    user_id: String,
+    now: OffsetDateTime,
+) -> Result<Vec<SessionRecord>, AccountError> {
+    store
+        .read(move |rows| Ok(rows.live_sessions_of(&user_id, now)?))
+        .await
+}
+
+/// Ends one of the caller's own live logins, its access tokens with it;
+/// `NotFound` for any other id.
+pub async fn end(
+    store: &Store,
+    origin: Origin,
+    user_id: String,
+    session_id: String,
+    now: OffsetDateTime,
+) -> Result<(), AccountError> {
+    store
+        .write(now, move |tx| {
+            if !tx.revoke_session_of(&user_id, &session_id, SessionEnd::Ended, now)? {
+                return Err(AccountError::NotFound);
+            }
+            let event = Event::SessionEnded { session_id };
             tx.record(AuditEvent::new(&origin, Some(&user_id), event))?;
             Ok(())
         })

@@ -97,6 +97,10 @@ pub enum Event {
     TokenRejected {
         reason: TokenRejection,
     },
+    /// A login ended by its user from the session list.
+    SessionEnded {
+        session_id: String,
+    },
 }
 
 impl Event {
@@ -241,7 +245,7 @@ mod tests {
         for kind in AuditKind::iter() {
             assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
         }
-        assert_eq!(AuditKind::iter().count(), 20);
+        assert_eq!(AuditKind::iter().count(), 21);
         assert_eq!(AuditKind::parse("LoginSuccess"), None);
         assert_eq!(AuditKind::parse("nope"), None);
     }

@@ -17,6 +17,7 @@ pub struct User {
     pub is_active: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    pub two_factor_enabled: bool,
 }
 
 /// Opaque user identifier (a random UUID, so ids cannot be enumerated).

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::audit;
 use crate::accounts::login::{self, Checked, LoginGrant, PasswordCheck, Presented, Settled};
-use crate::accounts::sessions::{self, NewSession, Refresh, Rotation};
+use crate::accounts::sessions::{self, NewSession, Refresh, Rotation, SessionClient};
 use crate::accounts::{AccountError, register as registration};
 use crate::auth::password::{PasswordHasher, Verified};
 use crate::domain::Invalid;
@@ -178,6 +178,7 @@ impl LoginRequest {
 /// Unknown email, wrong password, deactivated and locked accounts all get the
 /// same 401, after the same single Argon2 verification.
 pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
+    let client = session_client(&ctx, req.headers());
     let body: LoginRequest = extract::json(req, &ctx.state.limits).await?;
     let (email, password) = body.parse()?;
     let state = &ctx.state;
@@ -199,7 +200,7 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     state.hooks.after_login_password_check().await;
 
     let now = state.clock.now();
-    let session = new_session(&ctx, now);
+    let session = new_session(&ctx, now, client);
     let outcome = if verified.matches {
         Checked::Right(LoginGrant {
             rehash: upgraded_hash(&ctx, verified, &password).await,
@@ -235,9 +236,21 @@ async fn upgraded_hash(ctx: &Ctx, verified: Verified, password: &LoginPassword) 
     ctx.state.hasher.hash(password.secret()).await.ok()
 }
 
-/// The first refresh token of a new login, made now.
-pub(crate) fn new_session(ctx: &Ctx, now: OffsetDateTime) -> NewSession {
-    sessions::new_session(now, ctx.state.sessions.refresh_lifetime)
+/// The first refresh token of a new login, made now, by `client`.
+pub(crate) fn new_session(ctx: &Ctx, now: OffsetDateTime, client: SessionClient) -> NewSession {
+    sessions::new_session(now, ctx.state.sessions.refresh_lifetime, client)
+}
+
+/// Who is logging in, as the session list will show it; read before the
+/// body is consumed.
+pub(crate) fn session_client(ctx: &Ctx, headers: &http::HeaderMap) -> SessionClient {
+    SessionClient {
+        ip: Some(ctx.client_ip.to_string()),
+        user_agent: headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(sessions::session_user_agent),
+    }
 }
 
 #[derive(Deserialize)]

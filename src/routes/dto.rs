@@ -12,6 +12,7 @@ pub struct UserDto {
     pub full_name: Option<String>,
     pub role: &'static str,
     pub is_active: bool,
+    pub two_factor_enabled: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -25,6 +26,7 @@ impl From<&User> for UserDto {
             full_name: user.full_name.clone(),
             role: user.role.as_str(),
             is_active: user.is_active,
+            two_factor_enabled: user.two_factor_enabled,
             created_at: user.created_at.format(&Rfc3339).unwrap_or_default(),
             updated_at: user.updated_at.format(&Rfc3339).unwrap_or_default(),
         }

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::audit;
-use super::auth::{AccountInput, TokenGrant, new_session, settle, token_pair};
+use super::auth::{AccountInput, TokenGrant, new_session, session_client, settle, token_pair};
 use crate::accounts::login::{self, Checked, NewPasswordGrant, PasswordCheck, Presented};
 use crate::accounts::profile::{self, OwnProfile};
 use crate::accounts::{AccountError, admin, register, reports};
@@ -102,6 +102,7 @@ struct ChangePasswordRequest {
 /// included, and the caller gets a fresh pair: only they stay signed in.
 pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let user_id = ctx.principal()?.user_id().to_owned();
+    let client = session_client(&ctx, req.headers());
     let body: ChangePasswordRequest = extract::json(req, &ctx.state.limits).await?;
     if body.current_password == body.new_password {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -129,7 +130,7 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
     // The new hash is made only for the right current password; whether it
     // is stored is settled against the account as it is then.
     let now = state.clock.now();
-    let session = new_session(&ctx, now);
+    let session = new_session(&ctx, now, client);
     let outcome = if verified.matches {
         Checked::Right(NewPasswordGrant {
             new_hash: state.hasher.hash(new.secret()).await?,

@@ -48,6 +48,19 @@ pub trait Reads {
     fn refresh_token(&mut self, jti: &str) -> Result<Option<StoredRefresh>, StoreError>;
     /// Logins neither revoked nor past their family's end.
     fn count_live_sessions(&mut self, now: OffsetDateTime) -> Result<i64, StoreError>;
+    /// A user's live logins, newest first.
+    fn live_sessions_of(
+        &mut self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// The two-factor state of an account; `None` when there is no such account.
+    fn two_factor(&mut self, user_id: &str) -> Result<Option<TwoFactorState>, StoreError>;
+    /// Accounts holding a sealed secret (enabled or pending).
+    fn count_sealed_secrets(&mut self) -> Result<i64, StoreError>;
+    /// The fingerprint remembered for the key `name`.
+    fn key_fingerprint(&mut self, name: &str) -> Result<Option<String>, StoreError>;
 
     fn settings(&mut self) -> Result<Vec<(String, String)>, StoreError>;
 
@@ -110,6 +123,16 @@ pub trait Rows: Reads {
         why: SessionEnd,
         now: OffsetDateTime,
     ) -> Result<Option<String>, StoreError>;
+    /// Ends `family_id` if it is a live login of `user_id`; whether it was.
+    fn revoke_session_of(
+        &mut self,
+        user_id: &str,
+        family_id: &str,
+        why: SessionEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Notes that a login was used (a refresh) at `now`.
+    fn touch_session(&mut self, family_id: &str, now: OffsetDateTime) -> Result<(), StoreError>;
     /// Ends every live login of a user; how many there were.
     fn revoke_sessions_of(
         &mut self,
@@ -119,6 +142,23 @@ pub trait Rows: Reads {
     ) -> Result<usize, StoreError>;
 
     fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Replaces the pending (not yet verified) TOTP secret, or clears it.
+    fn set_pending_totp(&mut self, user_id: &str, sealed: Option<&[u8]>)
+    -> Result<(), StoreError>;
+    /// Turns two-factor authentication on with `sealed`, whose code for
+    /// `step` has just been accepted; the pending secret is cleared.
+    fn enable_totp(&mut self, user_id: &str, sealed: &[u8], step: i64) -> Result<(), StoreError>;
+    /// Turns it off: secret, pending secret, last step and backup codes go.
+    fn disable_totp(&mut self, user_id: &str) -> Result<(), StoreError>;
+    /// Remembers the newest accepted step.
+    fn set_totp_step(&mut self, user_id: &str, step: i64) -> Result<(), StoreError>;
+    /// Replaces every backup code of the account with `hashes`.
+    fn replace_backup_codes(&mut self, user_id: &str, hashes: &[String])
+    -> Result<(), StoreError>;
+    /// Deletes the backup code with `hash`; whether it was there.
+    fn consume_backup_code(&mut self, user_id: &str, hash: &str) -> Result<bool, StoreError>;
+    fn put_key_fingerprint(&mut self, name: &str, fingerprint: &str) -> Result<(), StoreError>;
 
     fn insert_audit(&mut self, event: &AuditEvent, now: OffsetDateTime) -> Result<(), StoreError>;
 
@@ -181,6 +221,38 @@ pub struct NewSession {
     pub issued_at: OffsetDateTime,
     /// The family's end: the login time plus the refresh lifetime.
     pub family_expires_at: OffsetDateTime,
+    pub client: SessionClient,
+}
+
+/// Who logged in, as the session list shows it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionClient {
+    pub ip: Option<String>,
+    /// At most 200 characters.
+    pub user_agent: Option<String>,
+}
+
+/// A live login as its user sees it.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub client: SessionClient,
+}
+
+/// An account's two-factor state. The secrets are sealed (see
+/// `auth::data_key`).
+#[derive(Debug, Clone, Default)]
+pub struct TwoFactorState {
+    /// Set: two-factor authentication is on.
+    pub secret: Option<Vec<u8>>,
+    /// A setup waiting for its first code.
+    pub pending: Option<Vec<u8>>,
+    /// The newest TOTP step accepted.
+    pub last_step: Option<i64>,
+    pub backup_codes: i64,
 }
 
 /// A refresh token that replaces a consumed one in its family.
@@ -215,6 +287,10 @@ pub enum SessionEnd {
     /// A role change or deactivation.
     AccountChanged,
     ReuseDetected,
+    /// Ended by its user from the session list.
+    Ended,
+    /// Two-factor authentication turned on or off, or reset.
+    TwoFactorChange,
 }
 
 impl SessionEnd {
@@ -225,6 +301,8 @@ impl SessionEnd {
             SessionEnd::PasswordChange => "password_change",
             SessionEnd::AccountChanged => "account_changed",
             SessionEnd::ReuseDetected => "reuse_detected",
+            SessionEnd::Ended => "ended",
+            SessionEnd::TwoFactorChange => "two_factor_change",
         }
     }
 }

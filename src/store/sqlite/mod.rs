@@ -10,6 +10,7 @@ mod housekeeping;
 pub mod migrations;
 mod sessions;
 mod settings;
+mod two_factor;
 mod user_cache;
 mod users;
 
@@ -24,7 +25,8 @@ use thread_local::ThreadLocal;
 use time::OffsetDateTime;
 
 use super::rows::{
-    AuditRecord, NewRefreshToken, NewSession, Prunable, Reads, Rows, SessionEnd, StoredRefresh, Tx,
+    AuditRecord, NewRefreshToken, NewSession, Prunable, Reads, Rows, SessionEnd, SessionRecord,
+    StoredRefresh, TwoFactorState, Tx,
 };
 use super::{BackendError, PoolOptions, StoreError};
 use crate::domain::audit::{AuditEvent, AuditKind};
@@ -389,6 +391,26 @@ impl Reads for SqliteRows<'_> {
         sessions::count_live(self.0, now)
     }
 
+    fn live_sessions_of(
+        &mut self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        sessions::live_of_user(self.0, user_id, now)
+    }
+
+    fn two_factor(&mut self, user_id: &str) -> Result<Option<TwoFactorState>, StoreError> {
+        two_factor::state(self.0, user_id)
+    }
+
+    fn count_sealed_secrets(&mut self) -> Result<i64, StoreError> {
+        two_factor::count_sealed(self.0)
+    }
+
+    fn key_fingerprint(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        two_factor::fingerprint(self.0, name)
+    }
+
     fn settings(&mut self) -> Result<Vec<(String, String)>, StoreError> {
         settings::all(self.0)
     }
@@ -490,8 +512,58 @@ impl Rows for SqliteRows<'_> {
         sessions::revoke_all_for_user(self.0, user_id, why, now)
     }
 
+    fn revoke_session_of(
+        &mut self,
+        user_id: &str,
+        family_id: &str,
+        why: SessionEnd,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        sessions::revoke_of_user(self.0, user_id, family_id, why, now)
+    }
+
+    fn touch_session(&mut self, family_id: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        sessions::touch(self.0, family_id, now)
+    }
+
     fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         settings::put(self.0, key, value)
+    }
+
+    fn set_pending_totp(
+        &mut self,
+        user_id: &str,
+        sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        two_factor::set_pending(self.0, user_id, sealed)
+    }
+
+    fn enable_totp(&mut self, user_id: &str, sealed: &[u8], step: i64) -> Result<(), StoreError> {
+        two_factor::enable(self.0, user_id, sealed, step)
+    }
+
+    fn disable_totp(&mut self, user_id: &str) -> Result<(), StoreError> {
+        two_factor::disable(self.0, user_id)
+    }
+
+    fn set_totp_step(&mut self, user_id: &str, step: i64) -> Result<(), StoreError> {
+        two_factor::set_step(self.0, user_id, step)
+    }
+
+    fn replace_backup_codes(
+        &mut self,
+        user_id: &str,
+        hashes: &[String],
+    ) -> Result<(), StoreError> {
+        two_factor::replace_codes(self.0, user_id, hashes)
+    }
+
+    fn consume_backup_code(&mut self, user_id: &str, hash: &str) -> Result<bool, StoreError> {
+        two_factor::consume_code(self.0, user_id, hash)
+    }
+
+    fn put_key_fingerprint(&mut self, name: &str, fingerprint: &str) -> Result<(), StoreError> {
+        two_factor::put_fingerprint(self.0, name, fingerprint)
     }
 
     fn insert_audit(&mut self, event: &AuditEvent, now: OffsetDateTime) -> Result<(), StoreError> {

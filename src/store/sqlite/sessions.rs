@@ -5,7 +5,9 @@ use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use crate::store::StoreError;
-use crate::store::rows::{NewRefreshToken, NewSession, SessionEnd, StoredRefresh};
+use crate::store::rows::{
+    NewRefreshToken, NewSession, SessionClient, SessionEnd, SessionRecord, StoredRefresh,
+};
 
 pub(super) fn create(
     tx: &Connection,
@@ -13,13 +15,16 @@ pub(super) fn create(
     session: &NewSession,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT INTO refresh_families (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO refresh_families (id, user_id, created_at, expires_at, last_used_at, \
+         client_ip, user_agent) VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6)",
     )?
     .execute((
         &session.family_id,
         user_id,
         session.issued_at.unix_timestamp(),
         session.family_expires_at.unix_timestamp(),
+        session.client.ip.as_deref(),
+        session.client.user_agent.as_deref(),
     ))?;
     insert_token(
         tx,
@@ -142,6 +147,58 @@ pub(super) fn revoke_all_for_user(
              WHERE user_id = ?1 AND revoked_at IS NULL",
         )?
         .execute((user_id, now.unix_timestamp(), why.as_str()))?)
+}
+
+pub(super) fn revoke_of_user(
+    tx: &Connection,
+    user_id: &str,
+    family_id: &str,
+    why: SessionEnd,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let ended = tx
+        .prepare_cached(
+            "UPDATE refresh_families SET revoked_at = ?3, revoked_reason = ?4 \
+             WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
+        )?
+        .execute((family_id, user_id, now.unix_timestamp(), why.as_str()))?;
+    Ok(ended == 1)
+}
+
+pub(super) fn touch(tx: &Connection, family_id: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE refresh_families SET last_used_at = ?2 WHERE id = ?1")?
+        .execute((family_id, now.unix_timestamp()))?;
+    Ok(())
+}
+
+pub(super) fn live_of_user(
+    conn: &Connection,
+    user_id: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    type Raw = (String, i64, Option<i64>, i64, Option<String>, Option<String>);
+    let rows: Vec<Raw> = conn
+        .prepare_cached(
+            "SELECT id, created_at, last_used_at, expires_at, client_ip, user_agent \
+             FROM refresh_families \
+             WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+             ORDER BY created_at DESC, id",
+        )?
+        .query_map((user_id, now.unix_timestamp()), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(id, created, used, expires, ip, user_agent)| {
+            Ok(SessionRecord {
+                id,
+                created_at: from_unix(created)?,
+                last_used_at: from_unix(used.unwrap_or(created))?,
+                expires_at: from_unix(expires)?,
+                client: SessionClient { ip, user_agent },
+            })
+        })
+        .collect()
 }
 
 pub(super) fn count_live(conn: &Connection, now: OffsetDateTime) -> Result<i64, StoreError> {

@@ -174,6 +174,7 @@ mod tests {
             is_active: true,
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            two_factor_enabled: false,
         };
         TokenSubject {
             user,

@@ -8,8 +8,10 @@ use crate::domain::role::Role;
 use crate::domain::user::{AuthState, Credentials, NewUser, TokenSubject, User, UserId};
 use crate::store::StoreError;
 
-const USER_COLUMNS: &str =
-    "id, username, email, full_name, role, is_active, created_at, updated_at";
+const USER_COLUMNS: &str = "id, username, email, full_name, role, is_active, created_at, updated_at, \
+     totp_secret IS NOT NULL";
+/// The first column after `USER_COLUMNS`.
+const AFTER_USER: usize = 9;
 
 pub(super) fn insert(
     tx: &Connection,
@@ -63,6 +65,7 @@ pub(super) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         is_active: row.get(5)?,
         created_at: parse_time(row, 6)?,
         updated_at: parse_time(row, 7)?,
+        two_factor_enabled: row.get(8)?,
     })
 }
 
@@ -111,8 +114,8 @@ pub(super) fn credentials_by_id(
 fn credentials_from_row(row: &Row<'_>) -> rusqlite::Result<Credentials> {
     Ok(Credentials {
         user: user_from_row(row)?,
-        password_hash: row.get(8)?,
-        token_version: row.get(9)?,
+        password_hash: row.get(AFTER_USER)?,
+        token_version: row.get(AFTER_USER + 1)?,
     })
 }
 
@@ -170,7 +173,9 @@ pub(super) fn with_token_version(
     let sql = format!("SELECT {USER_COLUMNS}, token_version FROM users WHERE id = ?1");
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row([user_id], |row| Ok((user_from_row(row)?, row.get(8)?)))
+        .query_row([user_id], |row| {
+            Ok((user_from_row(row)?, row.get(AFTER_USER)?))
+        })
         .optional()?)
 }
 
@@ -193,8 +198,8 @@ pub(super) fn token_subject(
         .query_row([user_id, session_id], |row| {
             Ok(TokenSubject {
                 user: user_from_row(row)?,
-                token_version: row.get(8)?,
-                session_ends_at: row.get(9)?,
+                token_version: row.get(AFTER_USER)?,
+                session_ends_at: row.get(AFTER_USER + 1)?,
             })
         })
         .optional()?)
