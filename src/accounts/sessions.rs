@@ -6,8 +6,8 @@ use time::{Duration, OffsetDateTime};
 use crate::domain::audit::{AuditEvent, Event, Origin};
 use crate::domain::user::User;
 use crate::store::Store;
-pub use crate::store::rows::{NewSession, SessionClient, SessionRecord};
 use crate::store::rows::{NewRefreshToken, SessionEnd, Tx};
+pub use crate::store::rows::{NewSession, SessionClient, SessionRecord};
 
 use super::AccountError;
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod dto;
 pub mod health;
+pub mod sessions;
 pub mod table;
 pub mod users;
 

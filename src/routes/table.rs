@@ -4,7 +4,7 @@
 
 use http::Method;
 
-use super::{admin, auth, health, users};
+use super::{admin, auth, health, sessions, users};
 use crate::handler;
 use crate::http::router::{Access, Handler, Route};
 
@@ -46,6 +46,8 @@ pub fn table(options: Optional) -> Vec<Route> {
         // Securing one's own account is never a role privilege: a viewer
         // whose password leaked must be able to rotate it.
         route(M::POST,   "/api/v1/users/me/change-password", Authenticated,      handler!(users::change_password)),
+        route(M::GET,    "/api/v1/users/me/sessions",        Authenticated,      handler!(sessions::list)),
+        route(M::DELETE, "/api/v1/users/me/sessions/{id}",   Authenticated,      handler!(sessions::end)),
         route(M::GET,    "/api/v1/users",                    Needs(UsersRead),   handler!(users::list)),
         route(M::POST,   "/api/v1/users",                    Needs(UsersWrite),  handler!(users::create)),
         route(M::GET,    "/api/v1/users/{id}",               Needs(UsersRead),   handler!(users::get)),

@@ -144,8 +144,7 @@ pub trait Rows: Reads {
     fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
 
     /// Replaces the pending (not yet verified) TOTP secret, or clears it.
-    fn set_pending_totp(&mut self, user_id: &str, sealed: Option<&[u8]>)
-    -> Result<(), StoreError>;
+    fn set_pending_totp(&mut self, user_id: &str, sealed: Option<&[u8]>) -> Result<(), StoreError>;
     /// Turns two-factor authentication on with `sealed`, whose code for
     /// `step` has just been accepted; the pending secret is cleared.
     fn enable_totp(&mut self, user_id: &str, sealed: &[u8], step: i64) -> Result<(), StoreError>;
@@ -154,8 +153,7 @@ pub trait Rows: Reads {
     /// Remembers the newest accepted step.
     fn set_totp_step(&mut self, user_id: &str, step: i64) -> Result<(), StoreError>;
     /// Replaces every backup code of the account with `hashes`.
-    fn replace_backup_codes(&mut self, user_id: &str, hashes: &[String])
-    -> Result<(), StoreError>;
+    fn replace_backup_codes(&mut self, user_id: &str, hashes: &[String]) -> Result<(), StoreError>;
     /// Deletes the backup code with `hash`; whether it was there.
     fn consume_backup_code(&mut self, user_id: &str, hash: &str) -> Result<bool, StoreError>;
     fn put_key_fingerprint(&mut self, name: &str, fingerprint: &str) -> Result<(), StoreError>;

@@ -20,6 +20,7 @@ mod matrix;
 mod openapi;
 mod operations;
 mod register;
+mod sessions;
 mod storage;
 mod store_ops;
 mod tokens;

@@ -34,6 +34,7 @@ async fn registration_returns_the_user_and_nothing_secret() {
             "id",
             "is_active",
             "role",
+            "two_factor_enabled",
             "updated_at",
             "username"
         ]
@@ -43,6 +44,7 @@ async fn registration_returns_the_user_and_nothing_secret() {
     assert_eq!(user["full_name"], "Jane Doe");
     assert_eq!(user["role"], "user");
     assert_eq!(user["is_active"], true);
+    assert_eq!(user["two_factor_enabled"], false);
     let created = user["created_at"].as_str().unwrap();
     assert!(created.ends_with('Z') && created.contains('T'), "{created}");
     assert!(!String::from_utf8_lossy(&response.body).contains(STRONG_PASSWORD));

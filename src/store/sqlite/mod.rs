@@ -530,11 +530,7 @@ impl Rows for SqliteRows<'_> {
         settings::put(self.0, key, value)
     }
 
-    fn set_pending_totp(
-        &mut self,
-        user_id: &str,
-        sealed: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+    fn set_pending_totp(&mut self, user_id: &str, sealed: Option<&[u8]>) -> Result<(), StoreError> {
         two_factor::set_pending(self.0, user_id, sealed)
     }
 
@@ -550,11 +546,7 @@ impl Rows for SqliteRows<'_> {
         two_factor::set_step(self.0, user_id, step)
     }
 
-    fn replace_backup_codes(
-        &mut self,
-        user_id: &str,
-        hashes: &[String],
-    ) -> Result<(), StoreError> {
+    fn replace_backup_codes(&mut self, user_id: &str, hashes: &[String]) -> Result<(), StoreError> {
         two_factor::replace_codes(self.0, user_id, hashes)
     }
 

@@ -165,7 +165,11 @@ pub(super) fn revoke_of_user(
     Ok(ended == 1)
 }
 
-pub(super) fn touch(tx: &Connection, family_id: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+pub(super) fn touch(
+    tx: &Connection,
+    family_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
     tx.prepare_cached("UPDATE refresh_families SET last_used_at = ?2 WHERE id = ?1")?
         .execute((family_id, now.unix_timestamp()))?;
     Ok(())
@@ -176,7 +180,14 @@ pub(super) fn live_of_user(
     user_id: &str,
     now: OffsetDateTime,
 ) -> Result<Vec<SessionRecord>, StoreError> {
-    type Raw = (String, i64, Option<i64>, i64, Option<String>, Option<String>);
+    type Raw = (
+        String,
+        i64,
+        Option<i64>,
+        i64,
+        Option<String>,
+        Option<String>,
+    );
     let rows: Vec<Raw> = conn
         .prepare_cached(
             "SELECT id, created_at, last_used_at, expires_at, client_ip, user_agent \
@@ -185,7 +196,14 @@ pub(super) fn live_of_user(
              ORDER BY created_at DESC, id",
         )?
         .query_map((user_id, now.unix_timestamp()), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?
         .collect::<Result<_, _>>()?;
     rows.into_iter()

@@ -6,7 +6,10 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::store::StoreError;
 use crate::store::rows::TwoFactorState;
 
-pub(super) fn state(conn: &Connection, user_id: &str) -> Result<Option<TwoFactorState>, StoreError> {
+pub(super) fn state(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<Option<TwoFactorState>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT totp_secret, totp_pending, totp_last_step, \
@@ -79,8 +82,9 @@ pub(super) fn replace_codes(
 ) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM backup_codes WHERE user_id = ?1")?
         .execute([user_id])?;
-    let mut insert =
-        tx.prepare_cached("INSERT OR IGNORE INTO backup_codes (user_id, code_hash) VALUES (?1, ?2)")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO backup_codes (user_id, code_hash) VALUES (?1, ?2)",
+    )?;
     for hash in hashes {
         insert.execute((user_id, hash))?;
     }

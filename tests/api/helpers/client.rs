@@ -192,3 +192,14 @@ pub fn b64url_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+/// The claims of a JWT, unverified: what a test reads from a token it got.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&b64url_decode(payload)).unwrap()
+}
+
+/// The session (`sid`) an access token belongs to.
+pub fn session_of(access_token: &str) -> String {
+    jwt_claims(access_token)["sid"].as_str().unwrap().to_owned()
+}
