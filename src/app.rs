@@ -11,11 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accounts::two_factor;
+use crate::auth::data_key::DataKey;
 use crate::auth::keys;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenSigner;
 use crate::config::{
-    Config, GENERATED_JWT_KEY, GENERATED_TLS_CERT, GENERATED_TLS_KEY, KeySource, TlsSource,
+    Config, GENERATED_DATA_KEY, GENERATED_JWT_KEY, GENERATED_TLS_CERT, GENERATED_TLS_KEY,
+    KeySource, TlsSource,
 };
 use crate::files;
 use crate::http::client_ip::ClientIpResolver;
@@ -144,6 +147,21 @@ impl Application {
             }
         };
 
+        let data_key = match &config.data_key {
+            KeySource::File(path) => DataKey::load(path, false)?.0,
+            KeySource::Generated => {
+                let path = config.data_dir.join(GENERATED_DATA_KEY);
+                let (key, was_generated) = DataKey::load(&path, true)?;
+                if was_generated {
+                    notices.push(format!(
+                        "generated a random 256-bit data key: {}",
+                        path.display()
+                    ));
+                }
+                key
+            }
+        };
+
         let hasher =
             PasswordHasher::new(config.hash.clone(), config.hash_workers, config.hash_queue);
 
@@ -160,6 +178,9 @@ impl Application {
         })
         .await
         .context("opening the database")??;
+        two_factor::adopt_data_key(&store, data_key.fingerprint(), config.clock.now())
+            .await
+            .context("checking the data key against the database")?;
         let mut settings = config.settings;
         for warning in settings.apply_stored(&stored_settings) {
             tracing::warn!("{warning}");
@@ -196,6 +217,8 @@ impl Application {
             browser_origins: config.cors_origins.clone(),
             hooks: config.hooks.clone(),
             readiness: Readiness::default(),
+            data_key: Arc::new(data_key),
+            totp_issuer: config.totp_issuer.clone(),
         });
         // The dummy hash that unknown emails are checked against is made now,
         // so the first such login costs no more than any other.

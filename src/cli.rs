@@ -32,11 +32,15 @@ pub enum Command {
     InitSecrets(InitSecretsArgs),
     /// Clear the lockout of an account (recovery when every admin is locked out)
     Unlock(UnlockArgs),
+    /// Turn two-factor authentication off for an account (recovery when the
+    /// device is lost and no other admin can reset it); ends its sessions
+    #[command(name = "reset-2fa")]
+    ResetTwoFactor(ResetTwoFactorArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct InitSecretsArgs {
-    /// Where to write jwt-secret, tls-cert.pem and tls-key.pem (existing files are kept)
+    /// Where to write jwt-secret, data-key, tls-cert.pem and tls-key.pem (existing files are kept)
     #[arg(long, default_value = "/etc/secure-api", value_name = "DIR")]
     pub dir: PathBuf,
 }
@@ -108,6 +112,18 @@ pub struct ServeArgs {
     /// JWT signing key file, at least 32 bytes [default: generated in the data dir]
     #[arg(long, env = "SECURE_API_JWT_SECRET_FILE", value_name = "FILE")]
     pub jwt_secret_file: Option<PathBuf>,
+    /// Data key file, exactly 32 bytes, that encrypts TOTP secrets at rest
+    /// [default: generated in the data dir]
+    #[arg(long, env = "SECURE_API_DATA_KEY_FILE", value_name = "FILE")]
+    pub data_key_file: Option<PathBuf>,
+    /// Issuer shown by authenticator apps next to the account name
+    #[arg(
+        long,
+        env = "SECURE_API_TOTP_ISSUER",
+        default_value = "secure-api",
+        value_name = "NAME"
+    )]
+    pub totp_issuer: String,
     #[command(flatten)]
     pub hash: HashArgs,
     /// Password hashes computed at once [default: CPU cores, at most 4: each
@@ -311,6 +327,15 @@ pub struct UnlockArgs {
     #[command(flatten)]
     pub data_dir: DataDirArgs,
     /// Email of the locked-out account
+    #[arg(long)]
+    pub email: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetTwoFactorArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Email of the account
     #[arg(long)]
     pub email: String,
 }

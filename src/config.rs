@@ -18,11 +18,13 @@ use crate::state::{RuntimeSettings, TestHooks};
 
 /// systemd credential names looked up in `$CREDENTIALS_DIRECTORY`.
 pub const CREDENTIAL_JWT_KEY: &str = "jwt-secret";
+pub const CREDENTIAL_DATA_KEY: &str = "data-key";
 pub const CREDENTIAL_TLS_CERT: &str = "tls-cert";
 pub const CREDENTIAL_TLS_KEY: &str = "tls-key";
 
 /// Files generated in the data directory when nothing else is configured.
 pub const GENERATED_JWT_KEY: &str = "jwt-secret.key";
+pub const GENERATED_DATA_KEY: &str = "data-key.key";
 pub const GENERATED_TLS_CERT: &str = "tls-cert.pem";
 pub const GENERATED_TLS_KEY: &str = "tls-key.pem";
 
@@ -48,6 +50,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub tls: TlsSource,
     pub jwt_key: KeySource,
+    /// The key that seals TOTP secrets and keys backup-code hashes.
+    pub data_key: KeySource,
+    /// Issuer in `otpauth://` URIs.
+    pub totp_issuer: String,
     /// Validated once here (`--insecure-fast-hash` lets weak ones through).
     pub hash: argon2::Params,
     pub hash_workers: usize,
@@ -89,6 +95,8 @@ impl Config {
             data_dir: data_dir.into(),
             tls: TlsSource::Generated,
             jwt_key: KeySource::Generated,
+            data_key: KeySource::Generated,
+            totp_issuer: "secure-api".to_owned(),
             hash: password::default_params(),
             hash_workers: default_hash_workers(),
             hash_queue: 32,
@@ -148,6 +156,15 @@ impl Config {
             (None, Some(path)) => KeySource::File(path),
             (None, None) => KeySource::Generated,
         };
+        let data_key = match (&args.data_key_file, credential(CREDENTIAL_DATA_KEY)) {
+            (Some(path), _) => KeySource::File(path.clone()),
+            (None, Some(path)) => KeySource::File(path),
+            (None, None) => KeySource::Generated,
+        };
+        let totp_issuer = args.totp_issuer.trim();
+        if totp_issuer.is_empty() || totp_issuer.chars().count() > 64 || totp_issuer.contains(':') {
+            return Err(ConfigError::TotpIssuer);
+        }
         let hash = hash_params(&args.hash)?;
         in_range("--max-body-bytes", args.max_body_bytes, 1, 64 * 1024 * 1024)?;
         in_range("--max-connections", args.max_connections, 1, 1_000_000)?;
@@ -172,6 +189,8 @@ impl Config {
         config.listen = args.listen;
         config.tls = tls;
         config.jwt_key = jwt_key;
+        config.data_key = data_key;
+        config.totp_issuer = totp_issuer.to_owned();
         config.hash = hash;
         config.hash_workers = hash_workers;
         config.hash_queue = args.hash_queue;
@@ -290,6 +309,8 @@ pub enum ConfigError {
     HalfTlsCredentials,
     #[error("--tls-cert and --tls-key go together")]
     HalfTlsFlags,
+    #[error("--totp-issuer must be 1 to 64 characters without a colon")]
+    TotpIssuer,
     #[error("{flag} must be between {min} and {max}")]
     OutOfRange {
         flag: &'static str,

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => commands::backup::run(args),
         Command::InitSecrets(args) => commands::init_secrets::run(args),
         Command::Unlock(args) => commands::unlock::run(args),
+        Command::ResetTwoFactor(args) => commands::reset_two_factor::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use time::Duration;
 
+use crate::auth::data_key::DataKey;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenSigner;
 use crate::clock::Clock;
@@ -27,6 +28,10 @@ pub struct AppState {
     pub browser_origins: Vec<String>,
     pub hooks: TestHooks,
     pub readiness: Readiness,
+    /// Seals TOTP secrets and keys backup-code hashes.
+    pub data_key: Arc<DataKey>,
+    /// Issuer in `otpauth://` URIs.
+    pub totp_issuer: String,
 }
 
 /// A point where a test holds a request so that a race happens on purpose.

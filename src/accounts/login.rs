@@ -4,6 +4,9 @@
 
 use time::OffsetDateTime;
 
+use std::sync::Arc;
+
+use crate::auth::data_key::DataKey;
 use crate::domain::audit::{AuditEvent, Event, LoginFailure, Origin};
 use crate::domain::lockout::{self, AfterFailure, LockoutPolicy, Seen, Verdict};
 use crate::domain::user::{Credentials, User};
@@ -11,6 +14,7 @@ use crate::store::Store;
 use crate::store::rows::{NewSession, SessionEnd, Tx};
 
 use super::AccountError;
+use super::two_factor::{self, Attempt, SecondFactor, SecondStep};
 
 /// What a login or a change-password checks a password against.
 pub async fn credentials_by_email(
@@ -94,6 +98,8 @@ pub struct LoginGrant {
     /// A hash with the current parameters, replacing one made with older ones.
     pub rehash: Option<String>,
     pub session: NewSession,
+    /// The code given with the password, for an account with 2FA on.
+    pub second_factor: Option<SecondFactor>,
 }
 
 /// What an accepted change-password writes: every other login ends, the
@@ -109,6 +115,8 @@ pub struct Settled {
     pub verdict: Verdict,
     /// The account and its token version, after an accepted check.
     pub account: Option<(User, i64)>,
+    /// For a login whose password was right: what its second factor did.
+    pub second_step: SecondStep,
 }
 
 /// Settles a password check inside one write transaction (see
@@ -121,10 +129,11 @@ pub async fn settle(
     origin: Origin,
     check: PasswordCheck,
     policy: LockoutPolicy,
+    key: Arc<DataKey>,
     now: OffsetDateTime,
 ) -> Result<Settled, AccountError> {
     store
-        .write(now, move |tx| settle_in(tx, &origin, check, policy))
+        .write(now, move |tx| settle_in(tx, &origin, check, policy, &key))
         .await
 }
 
@@ -133,6 +142,7 @@ fn settle_in(
     origin: &Origin,
     check: PasswordCheck,
     policy: LockoutPolicy,
+    key: &DataKey,
 ) -> Result<Settled, AccountError> {
     let now = tx.now();
     let user_id = check.user_id.as_str();
@@ -144,15 +154,35 @@ fn settle_in(
         Presented::ChangePassword(Checked::Right(grant)) => Some(Grant::NewPassword(grant)),
         _ => None,
     };
-    let verdict = match tx.guard_state(user_id)? {
+    let row = tx.guard_state(user_id)?;
+    let verdict = match &row {
         // Deleted while the hash ran: nothing to count or to grant.
         None => Verdict::Inactive,
-        Some(row) => lockout::settle(policy, &row, &check.seen, grant.is_some(), now),
+        Some(row) => lockout::settle(policy, row, &check.seen, grant.is_some(), now),
     };
     let mut account = None;
+    let mut second_step = SecondStep::NotNeeded;
     match (verdict, grant) {
         (Verdict::WrongPassword(after), _) => tx.store_failure(user_id, after)?,
         (Verdict::Accepted, Some(grant)) => {
+            if let Grant::Login(login) = grant {
+                let failures = row.as_ref().map_or(0, |r| r.failed_count);
+                let given = login.second_factor.as_ref();
+                let attempt = Attempt {
+                    origin,
+                    user_id,
+                    policy,
+                    failures,
+                };
+                second_step = two_factor::second_step_in(tx, key, &attempt, given)?;
+                if !second_step.lets_in() {
+                    return Ok(Settled {
+                        verdict,
+                        account,
+                        second_step,
+                    });
+                }
+            }
             let session = match grant {
                 Grant::Login(login) => {
                     tx.record_success(user_id, login.rehash.as_deref())?;
@@ -172,7 +202,11 @@ fn settle_in(
     for event in verdict_events(&check.presented, verdict) {
         tx.record(AuditEvent::new(origin, Some(user_id), event))?;
     }
-    Ok(Settled { verdict, account })
+    Ok(Settled {
+        verdict,
+        account,
+        second_step,
+    })
 }
 
 enum Grant<'a> {

@@ -14,6 +14,7 @@ pub mod register;
 pub mod reports;
 pub mod sessions;
 pub mod settings;
+pub mod two_factor;
 
 use crate::domain::policy::{Actor, Denied};
 use crate::store::rows::Reads;
@@ -27,6 +28,17 @@ pub enum AccountError {
     NotFound,
     #[error("refused by policy: {0:?}")]
     Denied(Denied),
+    /// A sealed secret that does not open under the data key: the key
+    /// changed behind the database's back, or the row was altered.
+    #[error("a stored two-factor secret does not decrypt under the data key")]
+    SecretUnreadable,
+    #[error(
+        "the data key is not the one that encrypted the {sealed} two-factor secret(s) in this \
+         database; start with the original key (--data-key-file, the data-key credential or \
+         data-key.key in the data directory), or turn 2FA off for those accounts with \
+         `secure-api reset-2fa` first"
+    )]
+    DataKeyMismatch { sealed: i64 },
     #[error(transparent)]
     Store(StoreError),
 }

@@ -10,6 +10,7 @@ use crate::files;
 use crate::server::tls;
 
 pub const JWT_FILE: &str = "jwt-secret";
+pub const DATA_KEY_FILE: &str = "data-key";
 pub const CERT_FILE: &str = "tls-cert.pem";
 pub const KEY_FILE: &str = "tls-key.pem";
 
@@ -19,9 +20,11 @@ pub fn run(args: InitSecretsArgs) -> anyhow::Result<()> {
         files::ensure_private_dir(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let (_key, generated) = keys::load_or_generate(&dir.join(JWT_FILE))?;
-    if generated {
-        println!("generated {}", dir.join(JWT_FILE).display());
+    for name in [JWT_FILE, DATA_KEY_FILE] {
+        let (_key, generated) = keys::load_or_generate(&dir.join(name))?;
+        if generated {
+            println!("generated {}", dir.join(name).display());
+        }
     }
     let cert = dir.join(CERT_FILE);
     let key = dir.join(KEY_FILE);

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod create_admin;
 pub mod init_secrets;
 pub mod migrate;
+pub mod reset_two_factor;
 pub mod serve;
 pub mod unlock;
 

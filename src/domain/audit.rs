@@ -101,6 +101,21 @@ pub enum Event {
     SessionEnded {
         session_id: String,
     },
+    TwoFactorEnabled {},
+    TwoFactorDisabled {},
+    /// A wrong password or code given for a second-factor step.
+    TwoFactorFailed {
+        reason: LoginFailure,
+    },
+    /// Turned off for someone who lost the device.
+    TwoFactorReset {
+        #[serde(flatten)]
+        by: Unlocker,
+    },
+    BackupCodeUsed {
+        remaining: i64,
+    },
+    BackupCodesRegenerated {},
 }
 
 impl Event {
@@ -140,6 +155,8 @@ pub enum LoginFailure {
     Inactive,
     /// The password or token version moved while the check ran.
     CredentialsChanged,
+    /// A wrong, expired or replayed TOTP code, or an unknown backup code.
+    WrongCode,
 }
 
 impl LoginFailure {
@@ -155,7 +172,7 @@ impl LoginFailure {
     }
 }
 
-/// Who cleared a lockout.
+/// Who cleared a lockout or reset a second factor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Unlocker {
@@ -245,7 +262,7 @@ mod tests {
         for kind in AuditKind::iter() {
             assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
         }
-        assert_eq!(AuditKind::iter().count(), 21);
+        assert_eq!(AuditKind::iter().count(), 27);
         assert_eq!(AuditKind::parse("LoginSuccess"), None);
         assert_eq!(AuditKind::parse("nope"), None);
     }

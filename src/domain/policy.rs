@@ -129,6 +129,20 @@ pub fn check_unlock(actor: &Actor, target: &User) -> Result<(), Denied> {
     moderator_may_touch(actor, target)
 }
 
+/// Turning off someone else's second factor (they lost the device). One's
+/// own goes through `/auth/2fa/disable`, which asks for the password and a
+/// code: a stolen access token must not be enough to remove it.
+pub fn check_two_factor_reset(actor: &Actor, target: &User) -> Result<(), Denied> {
+    check_actor(actor, false)?;
+    moderator_may_touch(actor, target)?;
+    if actor.user_id == target.id.as_str() {
+        return Err(Denied::SelfProtection(
+            "Use /api/v1/auth/2fa/disable for your own account",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

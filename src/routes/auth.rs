@@ -2,6 +2,7 @@
 //! detection, logout and logout-all.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::header::SET_COOKIE;
 use http::{Request, StatusCode};
@@ -12,6 +13,7 @@ use time::OffsetDateTime;
 use super::audit;
 use crate::accounts::login::{self, Checked, LoginGrant, PasswordCheck, Presented, Settled};
 use crate::accounts::sessions::{self, NewSession, Refresh, Rotation, SessionClient};
+use crate::accounts::two_factor::{SecondFactor, SecondStep};
 use crate::accounts::{AccountError, register as registration};
 use crate::auth::password::{PasswordHasher, Verified};
 use crate::domain::Invalid;
@@ -135,20 +137,36 @@ pub async fn register(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
 struct LoginRequest {
     email: String,
     password: String,
-    /// Part of the contract for the coming TOTP second factor; no account can
-    /// enable a second factor yet, so there is nothing to check it against.
-    #[allow(dead_code)]
+    /// For an account with two-factor authentication on: a TOTP code, or
+    /// else a backup code.
     totp_code: Option<String>,
+    backup_code: Option<String>,
+}
+
+/// Codes are short; anything longer is refused before it is looked at.
+const MAX_CODE_CHARS: usize = 32;
+
+/// What a login presents: the email as stored, the password, and a second
+/// factor if one was given.
+struct LoginAttempt {
+    email: String,
+    password: LoginPassword,
+    second_factor: Option<SecondFactor>,
 }
 
 #[derive(Serialize)]
-struct TokenResponse {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'static str>,
+struct TokenResponse<'a, T: Serialize> {
+    /// What the response says besides the tokens (a message, codes).
+    #[serde(flatten)]
+    extra: &'a T,
     access_token: String,
     token_type: &'static str,
     expires_in: i64,
 }
+
+/// A token response with nothing besides the tokens.
+#[derive(Serialize)]
+pub(crate) struct TokensOnly {}
 
 const INVALID_CREDENTIALS: ApiError = ApiError::Unauthorized {
     code: "invalid_credentials",
@@ -156,9 +174,9 @@ const INVALID_CREDENTIALS: ApiError = ApiError::Unauthorized {
 };
 
 impl LoginRequest {
-    /// The email as stored (trimmed, lower-case) and the password, or a 422
-    /// naming every field that is wrong.
-    fn parse(self) -> Result<(String, LoginPassword), ApiError> {
+    /// The email as stored (trimmed, lower-case), the password and the
+    /// code, or a 422 naming every field that is wrong.
+    fn parse(self) -> Result<LoginAttempt, ApiError> {
         let mut errors = FieldErrors::default();
         let email = self.email.trim().to_ascii_lowercase();
         if email.is_empty() || email.len() > 254 {
@@ -168,8 +186,28 @@ impl LoginRequest {
             "password",
             LoginPassword::parse(SecretString::new(self.password)),
         );
+        for (field, code) in [
+            ("totp_code", &self.totp_code),
+            ("backup_code", &self.backup_code),
+        ] {
+            if code
+                .as_ref()
+                .is_some_and(|c| c.chars().count() > MAX_CODE_CHARS)
+            {
+                errors.push(field, "is too long");
+            }
+        }
+        let second_factor = match (self.totp_code, self.backup_code) {
+            (Some(totp), _) => Some(SecondFactor::Totp(totp.trim().to_owned())),
+            (None, Some(backup)) => Some(SecondFactor::Backup(backup)),
+            (None, None) => None,
+        };
         match password {
-            Some(password) if errors.is_empty() => Ok((email, password)),
+            Some(password) if errors.is_empty() => Ok(LoginAttempt {
+                email,
+                password,
+                second_factor,
+            }),
             _ => Err(errors.into_error()),
         }
     }
@@ -180,7 +218,11 @@ impl LoginRequest {
 pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let client = session_client(&ctx, req.headers());
     let body: LoginRequest = extract::json(req, &ctx.state.limits).await?;
-    let (email, password) = body.parse()?;
+    let LoginAttempt {
+        email,
+        password,
+        second_factor,
+    } = body.parse()?;
     let state = &ctx.state;
     // A saturated hasher refuses before any database work: a flood of
     // logins costs little more than the refusals.
@@ -205,6 +247,7 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
         Checked::Right(LoginGrant {
             rehash: upgraded_hash(&ctx, verified, &password).await,
             session: session.clone(),
+            second_factor,
         })
     } else {
         Checked::Wrong
@@ -215,12 +258,20 @@ pub async fn login(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     };
     let check = PasswordCheck::against(credentials, presented);
     let settled = settle(&ctx, check, now).await?;
-    match settled.account {
-        Some((user, token_version)) if settled.verdict == Verdict::Accepted => token_pair(
+    match (settled.verdict, settled.second_step, settled.account) {
+        (Verdict::Accepted, SecondStep::Required, _) => Err(ApiError::Unauthorized {
+            code: "two_factor_required",
+            detail: "Two-factor code required",
+        }),
+        (Verdict::Accepted, SecondStep::Rejected, _) => Err(ApiError::Unauthorized {
+            code: "invalid_two_factor_code",
+            detail: "Invalid two-factor code",
+        }),
+        (Verdict::Accepted, _, Some((user, token_version))) => token_pair(
             &ctx,
             TokenGrant::new_session(&user, token_version, &session),
             now,
-            None,
+            &TokensOnly {},
         ),
         _ => Err(INVALID_CREDENTIALS),
     }
@@ -331,7 +382,7 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
                 jti: &new_jti,
                 refresh_expires_at: expires_at,
             };
-            token_pair(&ctx, grant, now, None)
+            token_pair(&ctx, grant, now, &TokensOnly {})
         }
         // Another tab rotated this token a moment ago and holds the new
         // cookie; clearing the cookie here would log that tab out too.
@@ -346,8 +397,8 @@ pub async fn refresh(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
 }
 
 #[derive(Serialize)]
-struct Message {
-    message: &'static str,
+pub(crate) struct Message {
+    pub message: &'static str,
 }
 
 /// Ends the login the refresh token belongs to (an expired one is accepted:
@@ -425,7 +476,8 @@ pub(crate) async fn settle(
 ) -> Result<Settled, ApiError> {
     let state = &ctx.state;
     let policy = state.settings().lockout_policy();
-    Ok(login::settle(&state.store, audit::origin(ctx), check, policy, now).await?)
+    let key = Arc::clone(&state.data_key);
+    Ok(login::settle(&state.store, audit::origin(ctx), check, policy, key, now).await?)
 }
 
 /// What a token pair is signed for: an account at a token version, and the
@@ -457,7 +509,7 @@ pub(crate) fn token_pair(
     ctx: &Ctx,
     grant: TokenGrant<'_>,
     now: OffsetDateTime,
-    message: Option<&'static str>,
+    extra: &impl Serialize,
 ) -> HandlerResult {
     let tokens = &ctx.state.tokens;
     let user_id = grant.user.id.as_str();
@@ -482,7 +534,7 @@ pub(crate) fn token_pair(
     let mut response = json(
         StatusCode::OK,
         &TokenResponse {
-            message,
+            extra,
             access_token: access.token,
             token_type: "bearer",
             expires_in: access.expires_in,

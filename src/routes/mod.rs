@@ -9,6 +9,7 @@ pub mod dto;
 pub mod health;
 pub mod sessions;
 pub mod table;
+pub mod two_factor;
 pub mod users;
 
 use std::borrow::Cow;
@@ -41,6 +42,9 @@ impl From<AccountError> for ApiError {
                 detail: "The last active admin cannot be removed, demoted or deactivated",
             },
             AccountError::Store(e) => ApiError::from(e),
+            other @ (AccountError::SecretUnreadable | AccountError::DataKeyMismatch { .. }) => {
+                ApiError::internal(other)
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use http::Method;
 
-use super::{admin, auth, health, sessions, users};
+use super::{admin, auth, health, sessions, two_factor, users};
 use crate::handler;
 use crate::http::router::{Access, Handler, Route};
 
@@ -41,6 +41,12 @@ pub fn table(options: Optional) -> Vec<Route> {
         route(M::POST,   "/api/v1/auth/refresh",             Public,             handler!(auth::refresh)),
         route(M::POST,   "/api/v1/auth/logout",              Public,             handler!(auth::logout)),
         route(M::POST,   "/api/v1/auth/logout-all",          Authenticated,      handler!(auth::logout_all)),
+        // One's own second factor, like one's own password: every role.
+        route(M::GET,    "/api/v1/auth/2fa/status",          Authenticated,      handler!(two_factor::status)),
+        route(M::POST,   "/api/v1/auth/2fa/setup",           Authenticated,      handler!(two_factor::setup)),
+        route(M::POST,   "/api/v1/auth/2fa/verify",          Authenticated,      handler!(two_factor::verify)),
+        route(M::POST,   "/api/v1/auth/2fa/disable",         Authenticated,      handler!(two_factor::disable)),
+        route(M::POST,   "/api/v1/auth/2fa/backup-codes",    Authenticated,      handler!(two_factor::regenerate_backup_codes)),
         route(M::GET,    "/api/v1/users/me",                 Needs(SelfRead),    handler!(users::me)),
         route(M::PUT,    "/api/v1/users/me",                 Needs(SelfWrite),   handler!(users::update_me)),
         // Securing one's own account is never a role privilege: a viewer
@@ -53,6 +59,7 @@ pub fn table(options: Optional) -> Vec<Route> {
         route(M::GET,    "/api/v1/users/{id}",               Needs(UsersRead),   handler!(users::get)),
         route(M::PATCH,  "/api/v1/users/{id}",               Needs(UsersWrite),  handler!(users::patch)),
         route(M::POST,   "/api/v1/users/{id}/unlock",        Needs(UsersWrite),  handler!(users::unlock)),
+        route(M::POST,   "/api/v1/users/{id}/2fa/reset",     Needs(UsersWrite),  handler!(users::reset_two_factor)),
         route(M::DELETE, "/api/v1/users/{id}",               Needs(UsersDelete), handler!(users::delete)),
         route(M::GET,    "/api/v1/admin/stats",              Needs(AdminRead),   handler!(admin::stats)),
         route(M::GET,    "/api/v1/admin/config",             Needs(AdminRead),   handler!(admin::config)),

@@ -8,7 +8,7 @@ use super::audit;
 use super::auth::{AccountInput, TokenGrant, new_session, session_client, settle, token_pair};
 use crate::accounts::login::{self, Checked, NewPasswordGrant, PasswordCheck, Presented};
 use crate::accounts::profile::{self, OwnProfile};
-use crate::accounts::{AccountError, admin, register, reports};
+use crate::accounts::{AccountError, admin, register, reports, two_factor};
 use crate::domain::Invalid;
 use crate::domain::email::Email;
 use crate::domain::full_name::FullName;
@@ -146,7 +146,9 @@ pub async fn change_password(ctx: Ctx, req: Request<Incoming>) -> HandlerResult 
             &ctx,
             TokenGrant::new_session(&user, token_version, &session),
             now,
-            Some("Password changed successfully"),
+            &Message {
+                message: "Password changed successfully",
+            },
         ),
         // A locked account answers like a wrong password: a stolen access
         // token learns nothing from the difference.
@@ -269,6 +271,16 @@ pub async fn unlock(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let now = ctx.state.clock.now();
     let (origin, target) = (audit::origin(&ctx), target.as_str().to_owned());
     let user = admin::unlock_user(&ctx.state.store, origin, actor_id, target, now).await?;
+    json(StatusCode::OK, &UserDto::from(&user))
+}
+
+/// Turns 2FA off for someone who lost the device, ending their sessions.
+pub async fn reset_two_factor(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    let actor_id = ctx.principal()?.user_id().to_owned();
+    let target = ctx.user_id_param()?;
+    let now = ctx.state.clock.now();
+    let (origin, target) = (audit::origin(&ctx), target.as_str().to_owned());
+    let user = two_factor::reset(&ctx.state.store, origin, actor_id, target, now).await?;
     json(StatusCode::OK, &UserDto::from(&user))
 }
 

@@ -129,6 +129,7 @@ fn the_units_verify_and_the_service_exposure_is_at_most_1_5() {
         "DynamicUser=yes",
         "ExecStartPre=",
         "LoadCredential=jwt-secret",
+        "LoadCredential=data-key",
         "UMask=0077",
     ] {
         assert!(unit.contains(must), "{must}");
@@ -381,6 +382,7 @@ async fn secrets_come_from_the_systemd_credentials_directory() {
             generated.signing_key.serialize_pem().into_bytes(),
         ),
         ("jwt-secret", vec![7u8; 48]),
+        ("data-key", vec![9u8; 32]),
     ] {
         let path = credentials.join(name);
         std::fs::write(&path, contents).unwrap();
@@ -440,7 +442,12 @@ async fn secrets_come_from_the_systemd_credentials_directory() {
     let (status, stderr) = server.stop().await;
     assert!(status.success());
     assert!(!stderr.contains("generated"), "nothing generated: {stderr}");
-    for file in ["tls-cert.pem", "tls-key.pem", "jwt-secret.key"] {
+    for file in [
+        "tls-cert.pem",
+        "tls-key.pem",
+        "jwt-secret.key",
+        "data-key.key",
+    ] {
         assert!(!data.join(file).exists(), "{file} must not be generated");
     }
 }
