@@ -25,4 +25,5 @@ mod storage;
 mod store_ops;
 mod tokens;
 mod transport;
+mod two_factor;
 mod users;

@@ -389,3 +389,39 @@ pub fn refresh_token_counts(app: &TestApp, session_id: &str) -> (i64, i64) {
         scalar(app, "SELECT count(*) FROM refresh_tokens", &[]),
     )
 }
+
+/// The failed-login count of `username`.
+pub fn failed_logins_of(app: &TestApp, username: &str) -> i64 {
+    scalar(
+        app,
+        "SELECT failed_login_count FROM users WHERE username = ?1",
+        &[username],
+    )
+}
+
+/// Copies the sealed TOTP secret of `from` onto `to`, as someone with write
+/// access to the file would.
+pub fn copy_totp_secret(app: &TestApp, from: &str, to: &str) {
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE users SET totp_secret = (SELECT totp_secret FROM users WHERE username = ?1), \
+             totp_last_step = NULL WHERE username = ?2",
+            [from, to],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// Every byte the database keeps on disk in `data_dir` (the file and its
+/// write-ahead log), for looking for secrets in clear.
+pub fn database_bytes(data_dir: &Path) -> Vec<u8> {
+    let file = database_file(data_dir);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let wal = file.with_extension("db-wal");
+    if let Ok(more) = std::fs::read(wal) {
+        bytes.extend(more);
+    }
+    bytes
+}
