@@ -5,7 +5,7 @@
 
 use time::OffsetDateTime;
 
-use crate::domain::audit::{AuditEvent, CommandLine, Event, Origin, Unlocker};
+use crate::domain::audit::{AuditEvent, CommandLine, Event, Initiator, Origin};
 use crate::domain::lockout;
 use crate::domain::policy::{self, Actor, UserPatch};
 use crate::domain::user::User;
@@ -81,7 +81,7 @@ pub async fn unlock_user(
             policy::check_unlock(&actor, &target)?;
             tx.unlock(&target_id, now)?;
             let event = Event::Unlock {
-                by: Unlocker::Actor { actor_id },
+                by: Initiator::Actor { actor_id },
             };
             tx.record(AuditEvent::new(&origin, Some(&target_id), event))?;
             tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)
@@ -122,7 +122,7 @@ pub fn unlock_by_email(tx: &mut Tx<'_>, email: &str) -> Result<Option<Unlocked>,
         .is_some_and(|state| lockout::is_locked(state.locked_until, now));
     tx.unlock(&user_id, now)?;
     let event = Event::Unlock {
-        by: Unlocker::CommandLine {
+        by: Initiator::CommandLine {
             via: CommandLine::CommandLine,
         },
     };

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::auth::backup_codes;
 use crate::auth::data_key::DataKey;
 use crate::auth::totp;
-use crate::domain::audit::{AuditEvent, CommandLine, Event, LoginFailure, Origin, Unlocker};
+use crate::domain::audit::{AuditEvent, CommandLine, Event, Initiator, LoginFailure, Origin};
 use crate::domain::lockout::{self, AfterFailure, LockoutPolicy, Seen, Verdict};
 use crate::domain::policy;
 use crate::domain::user::User;
@@ -449,7 +449,7 @@ pub async fn reset(
             let actor = fresh_actor(&mut **tx, &actor_id)?;
             let target = tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)?;
             policy::check_two_factor_reset(&actor, &target)?;
-            let by = Unlocker::Actor { actor_id };
+            let by = Initiator::Actor { actor_id };
             reset_in(tx, &origin, &target_id, by)?;
             tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)
         })
@@ -472,7 +472,7 @@ pub fn reset_by_email(tx: &mut Tx<'_>, email: &str) -> Result<Option<Reset>, Acc
     };
     let user_id = found.user.id.as_str().to_owned();
     let was_enabled = found.user.two_factor_enabled;
-    let by = Unlocker::CommandLine {
+    let by = Initiator::CommandLine {
         via: CommandLine::CommandLine,
     };
     reset_in(tx, &Origin::default(), &user_id, by)?;
@@ -484,7 +484,7 @@ fn reset_in(
     tx: &mut Tx<'_>,
     origin: &Origin,
     user_id: &str,
-    by: Unlocker,
+    by: Initiator,
 ) -> Result<(), AccountError> {
     let now = tx.now();
     tx.disable_totp(user_id)?;

@@ -78,7 +78,7 @@ pub enum Event {
     },
     Unlock {
         #[serde(flatten)]
-        by: Unlocker,
+        by: Initiator,
     },
     ConfigChange {
         /// Setting name to its new value, as stored.
@@ -110,7 +110,7 @@ pub enum Event {
     /// Turned off for someone who lost the device.
     TwoFactorReset {
         #[serde(flatten)]
-        by: Unlocker,
+        by: Initiator,
     },
     BackupCodeUsed {
         remaining: i64,
@@ -172,10 +172,11 @@ impl LoginFailure {
     }
 }
 
-/// Who cleared a lockout or reset a second factor.
+/// Who cleared a lockout or reset a second factor: an account through the
+/// API, or an operator at the command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
-pub enum Unlocker {
+pub enum Initiator {
     /// An admin or moderator through the API.
     Actor { actor_id: String },
     /// An operator with `secure-api unlock`.
@@ -289,7 +290,7 @@ mod tests {
         );
         assert_eq!(
             Event::Unlock {
-                by: Unlocker::CommandLine {
+                by: Initiator::CommandLine {
                     via: CommandLine::CommandLine
                 }
             }
@@ -298,7 +299,7 @@ mod tests {
         );
         assert_eq!(
             Event::Unlock {
-                by: Unlocker::Actor {
+                by: Initiator::Actor {
                     actor_id: "x".into()
                 }
             }

@@ -65,12 +65,17 @@ async fn first_start_generates_private_secrets_loudly_and_later_starts_reuse_the
         stderr.contains("generated a random 256-bit JWT key"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("generated a random 256-bit data key"),
+        "{stderr}"
+    );
 
     assert_eq!(mode_of(&data), 0o700);
     for file in [
         "tls-cert.pem",
         "tls-key.pem",
         "jwt-secret.key",
+        "data-key.key",
         "secure-api.db",
     ] {
         assert_eq!(mode_of(&data.join(file)), 0o600, "{file}");
@@ -79,6 +84,7 @@ async fn first_start_generates_private_secrets_loudly_and_later_starts_reuse_the
         std::fs::read(data.join("jwt-secret.key")).unwrap().len(),
         32
     );
+    assert_eq!(std::fs::read(data.join("data-key.key")).unwrap().len(), 32);
     let cert = std::fs::read(data.join("tls-cert.pem")).unwrap();
     let key = std::fs::read(data.join("jwt-secret.key")).unwrap();
 

@@ -750,3 +750,27 @@ async fn init_secrets_makes_a_data_key_and_keeps_an_existing_one() {
     assert!(again.status.success());
     assert_eq!(std::fs::read(secrets.join("data-key")).unwrap(), key);
 }
+
+#[tokio::test]
+async fn a_data_key_file_must_hold_exactly_32_private_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("short.key");
+    std::fs::write(&key, [1u8; 16]).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let args = crate::helpers::serve_args(&data, &["--data-key-file", key.to_str().unwrap()]);
+    let short = run_cli(&args, None).await;
+    assert_eq!(short.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&short.stderr);
+    assert!(message.contains("exactly 32 bytes"), "{message}");
+
+    std::fs::write(&key, [1u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let open = run_cli(&args, None).await;
+    assert_eq!(open.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&open.stderr).is_empty());
+    assert!(
+        !data.join("data-key.key").exists(),
+        "a configured key is never generated"
+    );
+}
