@@ -1,4 +1,4 @@
--- The canonical schema of a fresh secure-api database (PRAGMA user_version = 4).
+-- The canonical schema of a fresh secure-api database (PRAGMA user_version = 5).
 -- An older database reaches the same shape through migrations/NNNN_*.sql;
 -- a test keeps the two in step. Released migrations are never edited.
 
@@ -98,3 +98,25 @@ CREATE TABLE key_fingerprints (
     name        TEXT PRIMARY KEY NOT NULL,
     fingerprint TEXT NOT NULL
 ) WITHOUT ROWID;
+
+-- API keys: only a SHA-256 digest of each key; a rotation keeps the previous
+-- digest (old_digest) working until old_until. Times are unix seconds.
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    prefix       TEXT NOT NULL,                            -- the key's first 12 characters
+    digest       TEXT NOT NULL UNIQUE,                     -- SHA-256 hex of the key
+    scopes       TEXT NOT NULL,                            -- permission names, space-separated
+    rate_limit   TEXT NOT NULL,                            -- N/second|minute|hour
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    rotated_at   INTEGER,
+    old_digest   TEXT UNIQUE,
+    old_until    INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER,
+    last_used_ip TEXT
+);
+
+CREATE INDEX api_keys_user ON api_keys (user_id, created_at);

@@ -219,6 +219,7 @@ impl Application {
             readiness: Readiness::default(),
             data_key: Arc::new(data_key),
             totp_issuer: config.totp_issuer.clone(),
+            api_key_rates: config.api_key_rates,
         });
         // The dummy hash that unknown emails are checked against is made now,
         // so the first such login costs no more than any other.

@@ -223,6 +223,22 @@ pub struct ServeArgs {
         value_name = "RATE"
     )]
     pub refresh_rate_limit: String,
+    /// Default rate limit of a new API key
+    #[arg(
+        long,
+        env = "SECURE_API_API_KEY_RATE_LIMIT",
+        default_value = "600/minute",
+        value_name = "RATE"
+    )]
+    pub api_key_rate_limit: String,
+    /// The highest rate limit an API key may ask for
+    #[arg(
+        long,
+        env = "SECURE_API_API_KEY_MAX_RATE_LIMIT",
+        default_value = "6000/minute",
+        value_name = "RATE"
+    )]
+    pub api_key_max_rate_limit: String,
     /// Also listen for plain HTTP here and redirect every request to HTTPS
     #[arg(long, env = "SECURE_API_REDIRECT_HTTP", value_name = "ADDR")]
     pub redirect_http: Option<SocketAddr>,

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use crate::http::cors::{BadOrigin, parse_origin};
 use crate::http::ratelimit::{Rate, RateError, RateLimitConfig};
-use crate::state::{RuntimeSettings, TestHooks};
+use crate::state::{ApiKeyRates, RuntimeSettings, TestHooks};
 
 /// systemd credential names looked up in `$CREDENTIALS_DIRECTORY`.
 pub const CREDENTIAL_JWT_KEY: &str = "jwt-secret";
@@ -54,6 +54,8 @@ pub struct Config {
     pub data_key: KeySource,
     /// Issuer in `otpauth://` URIs.
     pub totp_issuer: String,
+    /// A new API key's rate limit, and the most one may ask for.
+    pub api_key_rates: ApiKeyRates,
     /// Validated once here (`--insecure-fast-hash` lets weak ones through).
     pub hash: argon2::Params,
     pub hash_workers: usize,
@@ -97,6 +99,7 @@ impl Config {
             jwt_key: KeySource::Generated,
             data_key: KeySource::Generated,
             totp_issuer: "secure-api".to_owned(),
+            api_key_rates: ApiKeyRates::default(),
             hash: password::default_params(),
             hash_workers: default_hash_workers(),
             hash_queue: 32,
@@ -165,6 +168,16 @@ impl Config {
         if totp_issuer.is_empty() || totp_issuer.chars().count() > 64 || totp_issuer.contains(':') {
             return Err(ConfigError::TotpIssuer);
         }
+        let rate = |flag: &'static str, raw: &str| {
+            Rate::parse(raw).map_err(|source| ConfigError::Rate { flag, source })
+        };
+        let api_key_rates = ApiKeyRates {
+            default: rate("--api-key-rate-limit", &args.api_key_rate_limit)?,
+            max: rate("--api-key-max-rate-limit", &args.api_key_max_rate_limit)?,
+        };
+        if !api_key_rates.default.at_most(api_key_rates.max) {
+            return Err(ConfigError::ApiKeyRates);
+        }
         let hash = hash_params(&args.hash)?;
         in_range("--max-body-bytes", args.max_body_bytes, 1, 64 * 1024 * 1024)?;
         in_range("--max-connections", args.max_connections, 1, 1_000_000)?;
@@ -191,6 +204,7 @@ impl Config {
         config.jwt_key = jwt_key;
         config.data_key = data_key;
         config.totp_issuer = totp_issuer.to_owned();
+        config.api_key_rates = api_key_rates;
         config.hash = hash;
         config.hash_workers = hash_workers;
         config.hash_queue = args.hash_queue;
@@ -311,6 +325,8 @@ pub enum ConfigError {
     HalfTlsFlags,
     #[error("--totp-issuer must be 1 to 64 characters without a colon")]
     TotpIssuer,
+    #[error("--api-key-rate-limit must not exceed --api-key-max-rate-limit")]
+    ApiKeyRates,
     #[error("{flag} must be between {min} and {max}")]
     OutOfRange {
         flag: &'static str,

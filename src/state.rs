@@ -13,6 +13,7 @@ use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenSigner;
 use crate::clock::Clock;
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::rate::Rate;
 use crate::store::Store;
 
 pub struct AppState {
@@ -32,6 +33,28 @@ pub struct AppState {
     pub data_key: Arc<DataKey>,
     /// Issuer in `otpauth://` URIs.
     pub totp_issuer: String,
+    /// A new API key's rate limit, and the most one may ask for.
+    pub api_key_rates: ApiKeyRates,
+}
+
+/// Rate limits of API keys.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeyRates {
+    pub default: Rate,
+    pub max: Rate,
+}
+
+impl Default for ApiKeyRates {
+    fn default() -> Self {
+        let per_minute = |n| Rate {
+            count: std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN),
+            period: std::time::Duration::from_secs(60),
+        };
+        Self {
+            default: per_minute(600),
+            max: per_minute(6000),
+        }
+    }
 }
 
 /// A point where a test holds a request so that a race happens on purpose.

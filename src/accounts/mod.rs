@@ -8,6 +8,7 @@
 //! knows HTTP or SQL.
 
 pub mod admin;
+pub mod api_keys;
 pub mod login;
 pub mod profile;
 pub mod register;

@@ -2,6 +2,7 @@
 //! TOTP codes and backup codes, and the keys (the signing key, the data key
 //! that encrypts secrets at rest).
 
+pub mod api_keys;
 pub mod backup_codes;
 pub mod data_key;
 pub mod keys;

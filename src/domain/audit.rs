@@ -116,6 +116,24 @@ pub enum Event {
         remaining: i64,
     },
     BackupCodesRegenerated {},
+    ApiKeyCreated {
+        key_id: String,
+        name: String,
+        scopes: String,
+    },
+    ApiKeyRotated {
+        key_id: String,
+        /// Until when the previous secret keeps working (unix seconds).
+        old_secret_until: i64,
+    },
+    ApiKeyRevoked {
+        key_id: String,
+        actor_id: String,
+    },
+    /// An invalid key presented (at most one per client address a minute).
+    ApiKeyRejected {
+        reason: KeyRejection,
+    },
 }
 
 impl Event {
@@ -205,6 +223,20 @@ pub enum TokenRejection {
     Revoked,
 }
 
+/// Why an API key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRejection {
+    /// Not shaped like a key at all.
+    Malformed,
+    /// No live key has this secret (never issued, revoked, or an old secret
+    /// past its overlap).
+    Unknown,
+    Expired,
+    /// The owner is deactivated.
+    OwnerInactive,
+}
+
 /// Where an event came from: the request, or nowhere (a command).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
@@ -263,7 +295,7 @@ mod tests {
         for kind in AuditKind::iter() {
             assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
         }
-        assert_eq!(AuditKind::iter().count(), 27);
+        assert_eq!(AuditKind::iter().count(), 31);
         assert_eq!(AuditKind::parse("LoginSuccess"), None);
         assert_eq!(AuditKind::parse("nope"), None);
     }

@@ -1,12 +1,14 @@
 //! Domain types: parse, don't validate. A value of one of these types is valid
 //! by construction; nothing here does I/O or knows about HTTP or SQL.
 
+pub mod api_key;
 pub mod audit;
 pub mod email;
 pub mod full_name;
 pub mod lockout;
 pub mod password;
 pub mod policy;
+pub mod rate;
 pub mod rbac;
 pub mod role;
 pub mod user;

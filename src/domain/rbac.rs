@@ -2,36 +2,50 @@
 
 use super::role::Role;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumIter,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 pub enum Permission {
+    #[strum(serialize = "users:read")]
     UsersRead,
+    #[strum(serialize = "users:write")]
     UsersWrite,
+    #[strum(serialize = "users:delete")]
     UsersDelete,
+    #[strum(serialize = "self:read")]
     SelfRead,
+    #[strum(serialize = "self:write")]
     SelfWrite,
+    #[strum(serialize = "content:read")]
     ContentRead,
+    #[strum(serialize = "content:write")]
     ContentWrite,
+    #[strum(serialize = "content:delete")]
     ContentDelete,
+    #[strum(serialize = "admin:read")]
     AdminRead,
+    #[strum(serialize = "admin:write")]
     AdminWrite,
+    #[strum(serialize = "system:manage")]
     SystemManage,
 }
 
 impl Permission {
+    /// The name API.md uses.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::UsersRead => "users:read",
-            Permission::UsersWrite => "users:write",
-            Permission::UsersDelete => "users:delete",
-            Permission::SelfRead => "self:read",
-            Permission::SelfWrite => "self:write",
-            Permission::ContentRead => "content:read",
-            Permission::ContentWrite => "content:write",
-            Permission::ContentDelete => "content:delete",
-            Permission::AdminRead => "admin:read",
-            Permission::AdminWrite => "admin:write",
-            Permission::SystemManage => "system:manage",
-        }
+        self.into()
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        name.parse().ok()
     }
 }
 

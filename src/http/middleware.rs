@@ -16,7 +16,7 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, HeaderName, HeaderValue, USER_
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
 
-use super::authenticate::{AuthError, Principal, authenticate};
+use super::authenticate::{AuthError, Principal, Rejection, authenticate};
 use super::client_ip::ClientIpResolver;
 use super::cors::Cors;
 use super::error::ApiError;
@@ -25,7 +25,6 @@ use super::ratelimit::{Decision, OncePerMinute, RateInfo, RateLimits};
 use super::response::Body;
 use super::router::{Access, Ctx, Match, Router};
 use crate::domain::audit::{AuditEvent, Event, Origin};
-use crate::domain::rbac;
 use crate::state::AppState;
 use crate::telemetry::{self, context::RequestContext};
 
@@ -324,10 +323,12 @@ impl HttpApp {
         client_ip: IpAddr,
         request_id: &str,
     ) -> Result<Option<Principal>, ApiError> {
-        let required = match access {
+        let (required, session_only) = match access {
             Access::Public => return Ok(None),
-            Access::Authenticated => None,
-            Access::Permission(permission) => Some(permission),
+            Access::Authenticated => (None, false),
+            Access::Permission(permission) => (Some(permission), false),
+            Access::Session => (None, true),
+            Access::SessionPermission(permission) => (Some(permission), true),
         };
         let principal = match authenticate(&self.state, req.headers()).await {
             Ok(principal) => principal,
@@ -335,7 +336,10 @@ impl HttpApp {
                 if let AuthError::Rejected { reason, user_id } = &error
                     && self.edge.token_rejections.allows(client_ip)
                 {
-                    let event = Event::TokenRejected { reason: *reason };
+                    let event = match *reason {
+                        Rejection::Token(reason) => Event::TokenRejected { reason },
+                        Rejection::Key(reason) => Event::ApiKeyRejected { reason },
+                    };
                     Box::pin(self.record_audit(client_ip, request_id, user_id.as_deref(), event))
                         .await;
                 }
@@ -343,8 +347,11 @@ impl HttpApp {
             }
         };
         telemetry::context::set_user(principal.user_id());
+        if session_only && principal.api_key_id().is_some() {
+            return Err(SESSION_REQUIRED);
+        }
         if let Some(permission) = required
-            && !rbac::allows(principal.role(), permission)
+            && !principal.permits(permission)
         {
             let event = Event::PermissionDenied {
                 permission: permission.as_str(),
@@ -361,6 +368,12 @@ impl HttpApp {
         Ok(Some(principal))
     }
 }
+
+/// What an API key gets on a route that only a session may call.
+pub const SESSION_REQUIRED: ApiError = ApiError::Forbidden {
+    code: "session_required",
+    detail: "This action needs a signed-in session, not an API key",
+};
 
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");

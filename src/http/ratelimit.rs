@@ -14,55 +14,11 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-/// `N/second`, `N/minute` or `N/hour`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: NonZeroU32,
-    pub period: Duration,
-}
+pub use crate::domain::rate::{Rate, RateError};
 
-impl Rate {
-    /// `off` is `None`.
-    pub fn parse_optional(raw: &str) -> Result<Option<Self>, RateError> {
-        if raw.trim().eq_ignore_ascii_case("off") {
-            Ok(None)
-        } else {
-            Self::parse(raw).map(Some)
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self, RateError> {
-        let (count, unit) = raw
-            .split_once('/')
-            .ok_or_else(|| RateError::Shape(raw.to_owned()))?;
-        let count: NonZeroU32 = count
-            .trim()
-            .parse()
-            .map_err(|_| RateError::Count(raw.to_owned()))?;
-        let period = match unit.trim() {
-            "second" | "s" => Duration::from_secs(1),
-            "minute" | "m" => Duration::from_secs(60),
-            "hour" | "h" => Duration::from_secs(3600),
-            _ => return Err(RateError::Unit(raw.to_owned())),
-        };
-        Ok(Self { count, period })
-    }
-
-    fn quota(self) -> Option<Quota> {
-        Quota::with_period(self.period / self.count.get()).map(|q| q.allow_burst(self.count))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RateError {
-    #[error("{0:?} is not N/second, N/minute or N/hour")]
-    Shape(String),
-    #[error("{0:?}: the count must be a whole number above 0")]
-    Count(String),
-    #[error("{0:?}: the unit must be second, minute or hour")]
-    Unit(String),
-    #[error("rate {0:?} is too fine")]
-    TooFine(Rate),
+/// The GCRA quota of a rate: one request per `period / count`, bursts of `count`.
+fn quota(rate: Rate) -> Option<Quota> {
+    Quota::with_period(rate.period / rate.count.get()).map(|q| q.allow_burst(rate.count))
 }
 
 /// `None` turns that one limit off.
@@ -122,7 +78,7 @@ struct Limiter {
 
 impl Limiter {
     fn new(rate: Rate) -> Option<Self> {
-        Some(Self::with_quota(rate, rate.quota()?))
+        Some(Self::with_quota(rate, quota(rate)?))
     }
 
     fn with_quota(rate: Rate, quota: Quota) -> Self {

@@ -55,8 +55,14 @@ pub enum Access {
     Public,
     /// Any authenticated, active account.
     Authenticated,
-    /// An authenticated account whose role grants this permission.
+    /// An authenticated account whose role grants this permission (and,
+    /// for an API key, whose scopes include it).
     Permission(Permission),
+    /// Any authenticated account, through a session only: an API key gets
+    /// 403 `session_required` (password, 2FA, sessions, logout-all).
+    Session,
+    /// `Permission`, through a session only (managing API keys).
+    SessionPermission(Permission),
 }
 
 pub struct Route {

@@ -3,6 +3,7 @@
 //! and the hasher, and build DTOs back.
 
 pub mod admin;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod dto;

@@ -53,7 +53,7 @@ pub async fn list(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let list = SessionList {
         sessions: records
             .into_iter()
-            .map(|record| SessionDto::new(record, &principal.session_id))
+            .map(|record| SessionDto::new(record, principal.session_id().unwrap_or_default()))
             .collect(),
     };
     json(StatusCode::OK, &list)

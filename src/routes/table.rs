@@ -4,7 +4,7 @@
 
 use http::Method;
 
-use super::{admin, auth, health, sessions, two_factor, users};
+use super::{admin, api_keys, auth, health, sessions, two_factor, users};
 use crate::handler;
 use crate::http::router::{Access, Handler, Route};
 
@@ -30,7 +30,7 @@ impl Optional {
 #[rustfmt::skip]
 pub fn table(options: Optional) -> Vec<Route> {
     use crate::domain::rbac::Permission::*;
-    use Access::{Authenticated, Permission as Needs, Public};
+    use Access::{Permission as Needs, Public, Session, SessionPermission as SessionNeeds};
     use Method as M;
     let route = |method: M, path, access, handler: Handler| Route::new(method, path, access, handler);
     let mut routes = vec![
@@ -40,20 +40,26 @@ pub fn table(options: Optional) -> Vec<Route> {
         route(M::POST,   "/api/v1/auth/login",               Public,             handler!(auth::login)),
         route(M::POST,   "/api/v1/auth/refresh",             Public,             handler!(auth::refresh)),
         route(M::POST,   "/api/v1/auth/logout",              Public,             handler!(auth::logout)),
-        route(M::POST,   "/api/v1/auth/logout-all",          Authenticated,      handler!(auth::logout_all)),
+        route(M::POST,   "/api/v1/auth/logout-all",          Session,            handler!(auth::logout_all)),
         // One's own second factor, like one's own password: every role.
-        route(M::GET,    "/api/v1/auth/2fa/status",          Authenticated,      handler!(two_factor::status)),
-        route(M::POST,   "/api/v1/auth/2fa/setup",           Authenticated,      handler!(two_factor::setup)),
-        route(M::POST,   "/api/v1/auth/2fa/verify",          Authenticated,      handler!(two_factor::verify)),
-        route(M::POST,   "/api/v1/auth/2fa/disable",         Authenticated,      handler!(two_factor::disable)),
-        route(M::POST,   "/api/v1/auth/2fa/backup-codes",    Authenticated,      handler!(two_factor::regenerate_backup_codes)),
+        route(M::GET,    "/api/v1/auth/2fa/status",          Session,            handler!(two_factor::status)),
+        route(M::POST,   "/api/v1/auth/2fa/setup",           Session,            handler!(two_factor::setup)),
+        route(M::POST,   "/api/v1/auth/2fa/verify",          Session,            handler!(two_factor::verify)),
+        route(M::POST,   "/api/v1/auth/2fa/disable",         Session,            handler!(two_factor::disable)),
+        route(M::POST,   "/api/v1/auth/2fa/backup-codes",    Session,            handler!(two_factor::regenerate_backup_codes)),
         route(M::GET,    "/api/v1/users/me",                 Needs(SelfRead),    handler!(users::me)),
         route(M::PUT,    "/api/v1/users/me",                 Needs(SelfWrite),   handler!(users::update_me)),
         // Securing one's own account is never a role privilege: a viewer
         // whose password leaked must be able to rotate it.
-        route(M::POST,   "/api/v1/users/me/change-password", Authenticated,      handler!(users::change_password)),
-        route(M::GET,    "/api/v1/users/me/sessions",        Authenticated,      handler!(sessions::list)),
-        route(M::DELETE, "/api/v1/users/me/sessions/{id}",   Authenticated,      handler!(sessions::end)),
+        route(M::POST,   "/api/v1/users/me/change-password", Session,            handler!(users::change_password)),
+        route(M::GET,    "/api/v1/users/me/sessions",        Session,            handler!(sessions::list)),
+        route(M::DELETE, "/api/v1/users/me/sessions/{id}",   Session,            handler!(sessions::end)),
+        // Keys are managed through a session only: a key never makes keys.
+        route(M::GET,    "/api/v1/api-keys",                 SessionNeeds(SelfRead),  handler!(api_keys::list)),
+        route(M::POST,   "/api/v1/api-keys",                 SessionNeeds(SelfWrite), handler!(api_keys::create)),
+        route(M::GET,    "/api/v1/api-keys/{id}",            SessionNeeds(SelfRead),  handler!(api_keys::get)),
+        route(M::POST,   "/api/v1/api-keys/{id}/rotate",     SessionNeeds(SelfWrite), handler!(api_keys::rotate)),
+        route(M::DELETE, "/api/v1/api-keys/{id}",            SessionNeeds(SelfWrite), handler!(api_keys::revoke)),
         route(M::GET,    "/api/v1/users",                    Needs(UsersRead),   handler!(users::list)),
         route(M::POST,   "/api/v1/users",                    Needs(UsersWrite),  handler!(users::create)),
         route(M::GET,    "/api/v1/users/{id}",               Needs(UsersRead),   handler!(users::get)),
@@ -65,6 +71,8 @@ pub fn table(options: Optional) -> Vec<Route> {
         route(M::GET,    "/api/v1/admin/config",             Needs(AdminRead),   handler!(admin::config)),
         route(M::POST,   "/api/v1/admin/config",             Needs(AdminWrite),  handler!(admin::update_config)),
         route(M::GET,    "/api/v1/admin/audit",              Needs(AdminRead),   handler!(admin::audit)),
+        route(M::GET,    "/api/v1/admin/api-keys",           Needs(AdminRead),   handler!(api_keys::admin_list)),
+        route(M::DELETE, "/api/v1/admin/api-keys/{id}",      Needs(AdminWrite),  handler!(api_keys::admin_revoke)),
     ];
     if options.openapi {
         routes.push(route(M::GET, "/api/v1/openapi.json", Public, handler!(health::openapi)));

@@ -18,6 +18,7 @@ use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
 use crate::http::error::{ApiError, FieldError, FieldErrors};
 use crate::http::extract::{self, Page};
+use crate::http::middleware::SESSION_REQUIRED;
 use crate::http::response::json;
 use crate::http::router::{Ctx, HandlerResult};
 use crate::routes::dto::UserDto;
@@ -69,6 +70,11 @@ fn profile_patch(
 pub async fn update_me(ctx: Ctx, req: Request<Incoming>) -> HandlerResult {
     let user_id = ctx.principal()?.user_id().to_owned();
     let body: ProfileRequest = extract::json(req, &ctx.state.limits).await?;
+    // The email is where password resets would go: an API key may rename
+    // its owner, never move the account.
+    if body.email.is_some() && ctx.principal()?.api_key_id().is_some() {
+        return Err(SESSION_REQUIRED);
+    }
     let mut errors = FieldErrors::default();
     let patch = profile_patch(body.full_name, body.email, &mut errors);
     errors.finish()?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use crate::domain::api_key::KeySubject;
 use crate::domain::audit::AuditEvent;
 use crate::domain::user::TokenSubject;
 use health::StorageHealth;
@@ -250,6 +251,30 @@ impl Store {
         }?;
         if let Some(subject) = &found {
             db.remember_subject(read_at, session_id, subject);
+        }
+        Ok(found)
+    }
+
+    /// The per-request check of an API key, by the digest of the presented
+    /// key: like `token_subject`, from the per-thread cache when current,
+    /// else one indexed read that never waits for a lock.
+    pub async fn key_subject(&self, digest: &str) -> Result<Option<KeySubject>, StoreError> {
+        let Backend::Sqlite(db) = &self.backend;
+        if let Some(cached) = db.cached_key(digest) {
+            return Ok(Some(cached));
+        }
+        let read_at = db.cache_generation();
+        let fast = db.fast_key_subject(digest);
+        self.health.observe(fast.as_ref().err(), false);
+        let found = match fast {
+            Err(StoreError::Busy) => {
+                let digest = digest.to_owned();
+                Box::pin(self.read(move |rows| rows.key_subject(&digest))).await
+            }
+            other => other,
+        }?;
+        if let Some(subject) = &found {
+            db.remember_key(read_at, digest, subject);
         }
         Ok(found)
     }

@@ -6,6 +6,7 @@
 
 use time::OffsetDateTime;
 
+use crate::domain::api_key::{ApiKey, KeySubject, NewApiKey};
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::lockout::{AfterFailure, GuardState};
 use crate::domain::policy::UserPatch;
@@ -61,6 +62,16 @@ pub trait Reads {
     fn count_sealed_secrets(&mut self) -> Result<i64, StoreError>;
     /// The fingerprint remembered for the key `name`.
     fn key_fingerprint(&mut self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// A user's unrevoked API keys, newest first.
+    fn api_keys_of(&mut self, user_id: &str) -> Result<Vec<ApiKey>, StoreError>;
+    /// Every unrevoked API key, newest first.
+    fn all_api_keys(&mut self) -> Result<Vec<ApiKey>, StoreError>;
+    /// An unrevoked API key by id.
+    fn api_key(&mut self, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// The unrevoked key whose current or overlapping old secret has
+    /// `digest`, with its owner: what a request with that key acts as.
+    fn key_subject(&mut self, digest: &str) -> Result<Option<KeySubject>, StoreError>;
 
     fn settings(&mut self) -> Result<Vec<(String, String)>, StoreError>;
 
@@ -157,6 +168,20 @@ pub trait Rows: Reads {
     /// Deletes the backup code with `hash`; whether it was there.
     fn consume_backup_code(&mut self, user_id: &str, hash: &str) -> Result<bool, StoreError>;
     fn put_key_fingerprint(&mut self, name: &str, fingerprint: &str) -> Result<(), StoreError>;
+
+    fn insert_api_key(&mut self, key: &NewApiKey) -> Result<(), StoreError>;
+    /// Gives the key a new secret; the current one becomes the old secret
+    /// until `old_until` (a previous old secret ends at once).
+    fn rotate_api_key(
+        &mut self,
+        key_id: &str,
+        digest: &str,
+        prefix: &str,
+        now: OffsetDateTime,
+        old_until: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Revokes a key, both its secrets; whether it was live.
+    fn revoke_api_key(&mut self, key_id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
 
     fn insert_audit(&mut self, event: &AuditEvent, now: OffsetDateTime) -> Result<(), StoreError>;
 

@@ -9,6 +9,7 @@
 
 mod abuse;
 mod admin;
+mod api_keys;
 mod auth;
 mod cli;
 mod cors;

@@ -25,11 +25,13 @@ fn routes() -> Vec<Route> {
     table(Optional::SERVABLE)
 }
 
-fn access_name(access: Access) -> &'static str {
+fn access_name(access: Access) -> String {
     match access {
-        Access::Public => "public",
-        Access::Authenticated => "authenticated",
-        Access::Permission(permission) => permission.as_str(),
+        Access::Public => "public".to_owned(),
+        Access::Authenticated => "authenticated".to_owned(),
+        Access::Permission(permission) => permission.as_str().to_owned(),
+        Access::Session => "session".to_owned(),
+        Access::SessionPermission(permission) => format!("{} session", permission.as_str()),
     }
 }
 
@@ -75,7 +77,7 @@ fn documented_permissions_match_the_route_table() {
             let method = route.method.as_str().to_ascii_lowercase();
             let expected = access_name(route.access);
             let documented = doc["paths"][route.path][&method]["x-permission"].as_str();
-            (documented != Some(expected)).then(|| {
+            (documented != Some(expected.as_str())).then(|| {
                 format!(
                     "{} {}: x-permission {documented:?}, route access {expected:?}",
                     route.method, route.path

@@ -4,6 +4,7 @@
 //! connections that all get the same pragmas. Nothing of rusqlite leaves
 //! this module: its errors become `StoreError`s here.
 
+mod api_keys;
 mod audit;
 pub mod backup;
 mod housekeeping;
@@ -29,6 +30,7 @@ use super::rows::{
     StoredRefresh, TwoFactorState, Tx,
 };
 use super::{BackendError, PoolOptions, StoreError};
+use crate::domain::api_key::{ApiKey, KeySubject, NewApiKey};
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::lockout::{AfterFailure, GuardState};
 use crate::domain::policy::UserPatch;
@@ -270,6 +272,13 @@ impl Sqlite {
         user_id: &str,
         session_id: &str,
     ) -> Result<Option<TokenSubject>, StoreError> {
+        self.fast_read(|conn| users::token_subject(conn, user_id, session_id))
+    }
+
+    fn fast_read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let cell = self.fast_readers.get_or_try(|| {
             let conn = Connection::open_with_flags(&self.path, READ_ONLY)?;
             conn.busy_timeout(Duration::ZERO)?;
@@ -278,7 +287,20 @@ impl Sqlite {
         })?;
         // Re-entrancy cannot happen (no await inside), but never panic on it.
         let conn = cell.try_borrow().map_err(|_| StoreError::Busy)?;
-        users::token_subject(&conn, user_id, session_id)
+        read(&conn)
+    }
+
+    pub(super) fn cached_key(&self, digest: &str) -> Option<KeySubject> {
+        self.user_cache.get_key(digest)
+    }
+
+    pub(super) fn remember_key(&self, read_at: u64, digest: &str, subject: &KeySubject) {
+        self.user_cache.put_key(read_at, digest, subject);
+    }
+
+    /// `fast_token_subject` for an API key's digest.
+    pub(super) fn fast_key_subject(&self, digest: &str) -> Result<Option<KeySubject>, StoreError> {
+        self.fast_read(|conn| api_keys::subject(conn, digest))
     }
 
     /// Settings read once at start-up, outside the async runtime.
@@ -409,6 +431,22 @@ impl Reads for SqliteRows<'_> {
 
     fn key_fingerprint(&mut self, name: &str) -> Result<Option<String>, StoreError> {
         two_factor::fingerprint(self.0, name)
+    }
+
+    fn api_keys_of(&mut self, user_id: &str) -> Result<Vec<ApiKey>, StoreError> {
+        api_keys::of_user(self.0, user_id)
+    }
+
+    fn all_api_keys(&mut self) -> Result<Vec<ApiKey>, StoreError> {
+        api_keys::all(self.0)
+    }
+
+    fn api_key(&mut self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        api_keys::by_id(self.0, key_id)
+    }
+
+    fn key_subject(&mut self, digest: &str) -> Result<Option<KeySubject>, StoreError> {
+        api_keys::subject(self.0, digest)
     }
 
     fn settings(&mut self) -> Result<Vec<(String, String)>, StoreError> {
@@ -556,6 +594,25 @@ impl Rows for SqliteRows<'_> {
 
     fn put_key_fingerprint(&mut self, name: &str, fingerprint: &str) -> Result<(), StoreError> {
         two_factor::put_fingerprint(self.0, name, fingerprint)
+    }
+
+    fn insert_api_key(&mut self, key: &NewApiKey) -> Result<(), StoreError> {
+        api_keys::insert(self.0, key)
+    }
+
+    fn rotate_api_key(
+        &mut self,
+        key_id: &str,
+        digest: &str,
+        prefix: &str,
+        now: OffsetDateTime,
+        old_until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        api_keys::rotate(self.0, key_id, digest, prefix, now, old_until)
+    }
+
+    fn revoke_api_key(&mut self, key_id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        api_keys::revoke(self.0, key_id, now)
     }
 
     fn insert_audit(&mut self, event: &AuditEvent, now: OffsetDateTime) -> Result<(), StoreError> {

@@ -31,12 +31,22 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use thread_local::ThreadLocal;
 
+use crate::domain::api_key::KeySubject;
 use crate::domain::user::TokenSubject;
 
 /// How often the watcher looks for changes made by other processes.
 pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 pub type UserState = TokenSubject;
+
+/// What one entry holds: the state behind an access token's session, or
+/// behind an API key (keyed by its digest; the two kinds of key never have
+/// the same length).
+#[derive(Clone)]
+enum Cached {
+    Session(UserState),
+    Key(KeySubject),
+}
 
 pub struct UserCache {
     generation: AtomicU64,
@@ -49,8 +59,8 @@ pub struct UserCache {
 struct Entries {
     /// The generation every entry in `map` was read at.
     generation: u64,
-    /// Keyed by session id (the access token's `sid`).
-    map: HashMap<String, UserState>,
+    /// Keyed by session id (the access token's `sid`) or key digest.
+    map: HashMap<String, Cached>,
 }
 
 impl UserCache {
@@ -77,6 +87,21 @@ impl UserCache {
     }
 
     pub fn get(&self, session_id: &str) -> Option<UserState> {
+        match self.lookup(session_id)? {
+            Cached::Session(state) => Some(state),
+            Cached::Key(_) => None,
+        }
+    }
+
+    /// The state behind the API key with `digest`.
+    pub fn get_key(&self, digest: &str) -> Option<KeySubject> {
+        match self.lookup(digest)? {
+            Cached::Key(subject) => Some(subject),
+            Cached::Session(_) => None,
+        }
+    }
+
+    fn lookup(&self, key: &str) -> Option<Cached> {
         if !self.enabled() {
             return None;
         }
@@ -85,12 +110,20 @@ impl UserCache {
         if entries.generation != self.generation() {
             return None;
         }
-        entries.map.get(session_id).cloned()
+        entries.map.get(key).cloned()
     }
 
     /// Keeps `state`, read from the database after `generation()` returned
     /// `read_at`; a write since then makes it worthless, so it is dropped.
     pub fn put(&self, read_at: u64, session_id: &str, state: &UserState) {
+        self.keep(read_at, session_id, Cached::Session(state.clone()));
+    }
+
+    pub fn put_key(&self, read_at: u64, digest: &str, subject: &KeySubject) {
+        self.keep(read_at, digest, Cached::Key(subject.clone()));
+    }
+
+    fn keep(&self, read_at: u64, key: &str, value: Cached) {
         if !self.enabled() {
             return;
         }
@@ -106,7 +139,7 @@ impl UserCache {
             entries.map.clear();
             entries.generation = current;
         }
-        entries.map.insert(session_id.to_owned(), state.clone());
+        entries.map.insert(key.to_owned(), value);
     }
 }
 

@@ -10,8 +10,11 @@ use crate::store::StoreError;
 
 const USER_COLUMNS: &str = "id, username, email, full_name, role, is_active, created_at, updated_at, \
      totp_secret IS NOT NULL";
+/// `USER_COLUMNS` of a table aliased `u`, for joins.
+pub(super) const USER_COLUMNS_OF_U: &str = "u.id, u.username, u.email, u.full_name, u.role, \
+     u.is_active, u.created_at, u.updated_at, u.totp_secret IS NOT NULL";
 /// The first column after `USER_COLUMNS`.
-const AFTER_USER: usize = 9;
+pub(super) const AFTER_USER: usize = 9;
 
 pub(super) fn insert(
     tx: &Connection,

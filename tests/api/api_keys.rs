@@ -1,0 +1,450 @@
+//! API keys, black-box: made through a session, used with `X-API-Key`.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ManualClock, STRONG_PASSWORD, TestApp, TestResponse, db};
+
+const KEYS: &str = "/api/v1/api-keys";
+
+async fn with_key(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> TestResponse {
+    let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+    let mut headers = vec![("x-api-key", key)];
+    if bytes.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    app.request(method, path, &headers, bytes.as_deref()).await
+}
+
+async fn me_with(app: &TestApp, key: &str) -> TestResponse {
+    with_key(app, "GET", "/api/v1/users/me", key, None).await
+}
+
+async fn create(app: &TestApp, token: &str, body: Value) -> Value {
+    let made = app.call("POST", KEYS, Some(token), Some(&body)).await;
+    assert_eq!(
+        made.status,
+        201,
+        "{:?}",
+        String::from_utf8_lossy(&made.body)
+    );
+    made.json()
+}
+
+fn problem(response: &TestResponse, status: u16, code: &str) {
+    assert_eq!(
+        response.status,
+        status,
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(response.json()["code"], code);
+}
+
+#[tokio::test]
+async fn a_key_is_shown_once_listed_without_it_and_acts_within_its_scopes() {
+    let app = TestApp::spawn().await;
+    let token = app.signed_in("ann").await.access_token();
+    let made = create(&app, &token, json!({"name": "ci", "scopes": ["self:read"]})).await;
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sak_") && key.len() >= 44, "{key}");
+    assert!(key[4..].chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(made["prefix"], &key[..12]);
+    assert_eq!(made["scopes"], json!(["self:read"]));
+    assert_eq!(made["rate_limit"], "600/minute");
+    assert!(made["last_used_at"].is_null() && made["rotated_at"].is_null());
+    let id = made["id"].as_str().unwrap().to_owned();
+
+    let listed = app.call("GET", KEYS, Some(&token), None).await;
+    assert_eq!(listed.status, 200);
+    let listed = listed.json();
+    assert_eq!(listed["api_keys"].as_array().unwrap().len(), 1);
+    assert!(listed["api_keys"][0].get("key").is_none());
+    assert!(!listed.to_string().contains(&key[12..]));
+    let one = app
+        .call("GET", &format!("{KEYS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(one.json()["id"], id.as_str());
+    assert!(one.json().get("key").is_none());
+
+    let me = me_with(&app, &key).await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["username"], "ann");
+    // self:write is not among its scopes.
+    let rename = with_key(
+        &app,
+        "PUT",
+        "/api/v1/users/me",
+        &key,
+        Some(json!({"full_name": "A"})),
+    )
+    .await;
+    problem(&rename, 403, "forbidden");
+    assert_eq!(db::audit_count(&app, "api_key_created"), 1);
+}
+
+#[tokio::test]
+async fn scopes_must_be_known_and_the_owners() {
+    let app = TestApp::spawn().await;
+    let token = app.signed_in("ann").await.access_token();
+    let unknown = app
+        .call(
+            "POST",
+            KEYS,
+            Some(&token),
+            Some(&json!({"name": "x", "scopes": ["root"]})),
+        )
+        .await;
+    problem(&unknown, 422, "validation_error");
+    let beyond = app
+        .call(
+            "POST",
+            KEYS,
+            Some(&token),
+            Some(&json!({"name": "x", "scopes": ["users:read"]})),
+        )
+        .await;
+    problem(&beyond, 403, "forbidden");
+    for bad in [
+        json!({"name": ""}),
+        json!({"name": "x".repeat(65)}),
+        json!({"name": "x", "expires_in_days": 0}),
+        json!({"name": "x", "expires_in_days": 366}),
+        json!({"name": "x", "rate_limit": "6001/minute"}),
+        json!({"name": "x", "rate_limit": "fast"}),
+        json!({"name": "x", "owner": "someone"}),
+    ] {
+        let response = app.call("POST", KEYS, Some(&token), Some(&bad)).await;
+        assert_eq!(
+            response.status,
+            422,
+            "{bad}: {:?}",
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+    // Default scopes: everything a user may do.
+    let made = create(&app, &token, json!({"name": "all"})).await;
+    assert_eq!(
+        made["scopes"],
+        json!(["self:read", "self:write", "content:read", "content:write"])
+    );
+}
+
+#[tokio::test]
+async fn a_key_expires_and_a_revoked_key_stops_at_once() {
+    let clock = ManualClock::new();
+    let app_clock = Arc::clone(&clock);
+    let app = TestApp::spawn_with(move |config| config.clock = app_clock).await;
+    let token = app.signed_in("ann").await.access_token();
+    let short = create(&app, &token, json!({"name": "short", "expires_in_days": 1})).await;
+    let short_key = short["key"].as_str().unwrap();
+    assert_eq!(me_with(&app, short_key).await.status, 200);
+    clock.advance(time::Duration::days(1) + time::Duration::seconds(1));
+    problem(&me_with(&app, short_key).await, 401, "invalid_token");
+
+    // The access token itself is 15 minutes old by now: log in again.
+    let token = app
+        .login("ann@example.com", STRONG_PASSWORD)
+        .await
+        .access_token();
+    let made = create(&app, &token, json!({"name": "ci"})).await;
+    let key = made["key"].as_str().unwrap();
+    assert_eq!(me_with(&app, key).await.status, 200);
+    let path = format!("{KEYS}/{}", made["id"].as_str().unwrap());
+    let revoked = app.call("DELETE", &path, Some(&token), None).await;
+    assert_eq!(revoked.status, 200);
+    assert_eq!(revoked.json(), json!({"message": "API key revoked"}));
+    problem(&me_with(&app, key).await, 401, "invalid_token");
+    assert_eq!(app.call("GET", &path, Some(&token), None).await.status, 404);
+    assert_eq!(
+        app.call("DELETE", &path, Some(&token), None).await.status,
+        404
+    );
+    assert_eq!(db::audit_count(&app, "api_key_revoked"), 1);
+    assert!(db::audit_count(&app, "api_key_rejected") >= 1);
+}
+
+#[tokio::test]
+async fn rotation_overlaps_and_a_second_rotation_ends_the_first_old_secret() {
+    let clock = ManualClock::new();
+    let app_clock = Arc::clone(&clock);
+    let app = TestApp::spawn_with(move |config| config.clock = app_clock).await;
+    let token = app.signed_in("ann").await.access_token();
+    let made = create(&app, &token, json!({"name": "ci"})).await;
+    let first = made["key"].as_str().unwrap().to_owned();
+    let rotate = format!("{KEYS}/{}/rotate", made["id"].as_str().unwrap());
+
+    let rotated = app
+        .call(
+            "POST",
+            &rotate,
+            Some(&token),
+            Some(&json!({"overlap_seconds": 60})),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let second = rotated.json()["key"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    assert_eq!(rotated.json()["prefix"], &second[..12]);
+    assert!(rotated.json()["rotated_at"].is_string());
+    assert_eq!(me_with(&app, &second).await.status, 200);
+    assert_eq!(
+        me_with(&app, &first).await.status,
+        200,
+        "inside the overlap"
+    );
+    clock.advance(time::Duration::seconds(61));
+    problem(&me_with(&app, &first).await, 401, "invalid_token");
+    assert_eq!(me_with(&app, &second).await.status, 200);
+
+    // A long overlap, then a second rotation: the first old secret ends now.
+    let token = app
+        .login("ann@example.com", STRONG_PASSWORD)
+        .await
+        .access_token();
+    let third = app.call("POST", &rotate, Some(&token), None).await;
+    assert_eq!(third.status, 200);
+    let third_key = third.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        me_with(&app, &second).await.status,
+        200,
+        "default overlap: a day"
+    );
+    let fourth = app
+        .call(
+            "POST",
+            &rotate,
+            Some(&token),
+            Some(&json!({"overlap_seconds": 0})),
+        )
+        .await;
+    let fourth_key = fourth.json()["key"].as_str().unwrap().to_owned();
+    problem(&me_with(&app, &second).await, 401, "invalid_token");
+    problem(&me_with(&app, &third_key).await, 401, "invalid_token");
+    assert_eq!(me_with(&app, &fourth_key).await.status, 200);
+    let bad = app
+        .call(
+            "POST",
+            &rotate,
+            Some(&token),
+            Some(&json!({"overlap_seconds": 604_801})),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(db::audit_count(&app, "api_key_rotated"), 3);
+}
+
+#[tokio::test]
+async fn the_owners_current_role_and_state_bound_the_key_at_once() {
+    let app = TestApp::spawn().await;
+    let admin = app.account("boss", "admin").await;
+    let moderator = app.account("modest", "moderator").await;
+    let made = create(
+        &app,
+        &moderator.token,
+        json!({"name": "ops", "scopes": ["users:read", "self:read"]}),
+    )
+    .await;
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        with_key(&app, "GET", "/api/v1/users", &key, None)
+            .await
+            .status,
+        200
+    );
+
+    // Demoted to user: users:read is gone from the key too.
+    let target = format!("/api/v1/users/{}", moderator.id);
+    let demoted = app
+        .call(
+            "PATCH",
+            &target,
+            Some(&admin.token),
+            Some(&json!({"role": "user"})),
+        )
+        .await;
+    assert_eq!(demoted.status, 200);
+    problem(
+        &with_key(&app, "GET", "/api/v1/users", &key, None).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(me_with(&app, &key).await.status, 200);
+
+    let deactivated = app
+        .call(
+            "PATCH",
+            &target,
+            Some(&admin.token),
+            Some(&json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(deactivated.status, 200);
+    problem(&me_with(&app, &key).await, 401, "invalid_token");
+    let back = app
+        .call(
+            "PATCH",
+            &target,
+            Some(&admin.token),
+            Some(&json!({"is_active": true})),
+        )
+        .await;
+    assert_eq!(back.status, 200);
+    assert_eq!(me_with(&app, &key).await.status, 200);
+    let deleted = app.call("DELETE", &target, Some(&admin.token), None).await;
+    assert_eq!(deleted.status, 200);
+    problem(&me_with(&app, &key).await, 401, "invalid_token");
+}
+
+#[tokio::test]
+async fn a_key_cannot_do_what_needs_a_session() {
+    let app = TestApp::spawn().await;
+    let token = app.signed_in("ann").await.access_token();
+    let key = create(&app, &token, json!({"name": "all"})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key_id = "00000000-0000-4000-8000-000000000000";
+    for (method, path, body) in [
+        ("GET", KEYS.to_owned(), None),
+        ("POST", KEYS.to_owned(), Some(json!({"name": "child"}))),
+        ("GET", format!("{KEYS}/{key_id}"), None),
+        ("POST", format!("{KEYS}/{key_id}/rotate"), None),
+        ("DELETE", format!("{KEYS}/{key_id}"), None),
+        (
+            "POST",
+            "/api/v1/users/me/change-password".to_owned(),
+            Some(json!({"current_password": STRONG_PASSWORD, "new_password": "Another-Strong-9!"})),
+        ),
+        (
+            "PUT",
+            "/api/v1/users/me".to_owned(),
+            Some(json!({"email": "new@example.com"})),
+        ),
+        ("GET", "/api/v1/auth/2fa/status".to_owned(), None),
+        (
+            "POST",
+            "/api/v1/auth/2fa/setup".to_owned(),
+            Some(json!({"password": STRONG_PASSWORD})),
+        ),
+        (
+            "POST",
+            "/api/v1/auth/2fa/verify".to_owned(),
+            Some(json!({"code": "123456"})),
+        ),
+        (
+            "POST",
+            "/api/v1/auth/2fa/disable".to_owned(),
+            Some(json!({"password": STRONG_PASSWORD, "code": "123456"})),
+        ),
+        (
+            "POST",
+            "/api/v1/auth/2fa/backup-codes".to_owned(),
+            Some(json!({"password": STRONG_PASSWORD, "code": "123456"})),
+        ),
+        ("GET", "/api/v1/users/me/sessions".to_owned(), None),
+        (
+            "DELETE",
+            "/api/v1/users/me/sessions/0123456789abcdef0123456789abcdef".to_owned(),
+            None,
+        ),
+        ("POST", "/api/v1/auth/logout-all".to_owned(), None),
+    ] {
+        let response = with_key(&app, method, &path, &key, body).await;
+        problem(&response, 403, "session_required");
+    }
+    // A name change is fine; the email stays as it was.
+    let renamed = with_key(
+        &app,
+        "PUT",
+        "/api/v1/users/me",
+        &key,
+        Some(json!({"full_name": "Ann"})),
+    )
+    .await;
+    assert_eq!(renamed.status, 200);
+    assert_eq!(renamed.json()["email"], "ann@example.com");
+}
+
+#[tokio::test]
+async fn both_credentials_at_once_or_a_malformed_key_are_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.signed_in("ann").await.access_token();
+    let key = create(&app, &token, json!({"name": "ci"})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = format!("Bearer {token}");
+    let both = app
+        .request(
+            "GET",
+            "/api/v1/users/me",
+            &[("x-api-key", &key), ("authorization", &bearer)],
+            None,
+        )
+        .await;
+    problem(&both, 400, "ambiguous_credentials");
+    for bad in [
+        "sak_short",
+        "nope",
+        &key[..key.len() - 1],
+        &format!("{}x", &key[..key.len() - 1]),
+    ] {
+        let response = me_with(&app, bad).await;
+        problem(&response, 401, "invalid_token");
+        assert_eq!(response.header("www-authenticate"), Some("Bearer"));
+    }
+}
+
+#[tokio::test]
+async fn admins_list_and_revoke_every_users_keys() {
+    let app = TestApp::spawn().await;
+    let admin = app.account("boss", "admin").await;
+    let token = app.signed_in("ann").await.access_token();
+    let made = create(&app, &token, json!({"name": "ci"})).await;
+    let key = made["key"].as_str().unwrap().to_owned();
+    let listed = app
+        .call("GET", "/api/v1/admin/api-keys", Some(&admin.token), None)
+        .await;
+    assert_eq!(listed.status, 200);
+    let entries = listed.json()["api_keys"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0]["user_id"].is_string());
+    assert!(entries[0].get("key").is_none());
+    // Another user's key is not found through the owner routes.
+    let other = format!("{KEYS}/{}", made["id"].as_str().unwrap());
+    assert_eq!(
+        app.call("GET", &other, Some(&admin.token), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.call("DELETE", &other, Some(&admin.token), None)
+            .await
+            .status,
+        404
+    );
+    let path = format!("/api/v1/admin/api-keys/{}", made["id"].as_str().unwrap());
+    let revoked = app.call("DELETE", &path, Some(&admin.token), None).await;
+    assert_eq!(revoked.status, 200);
+    problem(&me_with(&app, &key).await, 401, "invalid_token");
+    // The audit rows name keys by id, never by secret, and the file has no key.
+    let rows = db::audit_rows(&app);
+    for (event, _, _, _, detail) in &rows {
+        assert!(!detail.contains(&key[4..]), "{event}: {detail}");
+    }
+    let on_disk = db::database_bytes(&app.data_dir());
+    assert!(
+        !on_disk
+            .windows(key.len() - 4)
+            .any(|w| w == &key.as_bytes()[4..])
+    );
+}
