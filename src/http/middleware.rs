@@ -347,6 +347,9 @@ impl HttpApp {
             }
         };
         telemetry::context::set_user(principal.user_id());
+        if let Some(key_id) = principal.api_key_id() {
+            telemetry::context::set_api_key(key_id);
+        }
         if session_only && principal.api_key_id().is_some() {
             return Err(SESSION_REQUIRED);
         }

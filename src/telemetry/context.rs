@@ -16,6 +16,8 @@ pub struct RequestContext {
     pub request_id: Arc<str>,
     pub client_ip: IpAddr,
     user_id: OnceLock<Box<str>>,
+    /// The API key the request was made with, if any.
+    api_key_id: OnceLock<Box<str>>,
 }
 
 tokio::task_local! {
@@ -28,11 +30,16 @@ impl RequestContext {
             request_id,
             client_ip,
             user_id: OnceLock::new(),
+            api_key_id: OnceLock::new(),
         })
     }
 
     pub fn user_id(&self) -> Option<&str> {
         self.user_id.get().map(|id| &**id)
+    }
+
+    pub fn api_key_id(&self) -> Option<&str> {
+        self.api_key_id.get().map(|id| &**id)
     }
 }
 
@@ -57,6 +64,11 @@ pub fn run_within<T>(context: Option<Arc<RequestContext>>, work: impl FnOnce() -
 /// Records who the current request is from, once it is authenticated.
 pub fn set_user(user_id: &str) {
     let _ = CURRENT.try_with(|context| context.user_id.set(user_id.into()));
+}
+
+/// Names the API key of the current request in its log lines.
+pub fn set_api_key(key_id: &str) {
+    let _ = CURRENT.try_with(|context| context.api_key_id.set(key_id.into()));
 }
 
 /// Calls `f` with the current request, if there is one.

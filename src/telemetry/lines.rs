@@ -144,6 +144,10 @@ fn json_request(line: &mut String, request: &RequestContext) {
         line.push_str(",\"user_id\":");
         push_json_str(line, user_id);
     }
+    if let Some(key_id) = request.api_key_id() {
+        line.push_str(",\"api_key_id\":");
+        push_json_str(line, key_id);
+    }
     line.push_str(",\"name\":\"request\"}");
 }
 
@@ -155,6 +159,9 @@ fn console_request(line: &mut String, request: &RequestContext) {
     );
     if let Some(user_id) = request.user_id() {
         let _ = write!(line, " user_id={user_id}");
+    }
+    if let Some(key_id) = request.api_key_id() {
+        let _ = write!(line, " api_key_id={key_id}");
     }
 }
 

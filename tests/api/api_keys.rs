@@ -448,3 +448,83 @@ async fn admins_list_and_revoke_every_users_keys() {
             .any(|w| w == &key.as_bytes()[4..])
     );
 }
+
+#[tokio::test]
+async fn every_keyed_request_is_in_the_access_log_with_its_key_id_and_never_the_key() {
+    use crate::helpers::{client_config, send_http1, start_server, tls_connect};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(&data, &[]).await;
+    let tls = client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);
+    let send = async |method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>| {
+        let bytes = body.map(|b| b.to_string());
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        let stream = tls_connect(server.addr, Arc::clone(&tls)).await;
+        send_http1(
+            stream,
+            method,
+            path,
+            &all,
+            bytes.as_deref().map(str::as_bytes),
+        )
+        .await
+    };
+    let register =
+        json!({"username": "ann", "email": "ann@example.com", "password": STRONG_PASSWORD});
+    assert_eq!(
+        send("POST", "/api/v1/auth/register", &[], Some(register))
+            .await
+            .status,
+        201
+    );
+    let login = json!({"email": "ann@example.com", "password": STRONG_PASSWORD});
+    let token = send("POST", "/api/v1/auth/login", &[], Some(login))
+        .await
+        .access_token();
+    let bearer = format!("Bearer {token}");
+    let made = send(
+        "POST",
+        KEYS,
+        &[("authorization", &bearer)],
+        Some(json!({"name": "ci"})),
+    )
+    .await;
+    assert_eq!(made.status, 201);
+    let key = made.json()["key"].as_str().unwrap().to_owned();
+    let key_id = made.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        send("GET", "/api/v1/users/me", &[("x-api-key", &key)], None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(
+            "GET",
+            "/api/v1/users/me",
+            &[("x-api-key", "sak_wrong")],
+            None
+        )
+        .await
+        .status,
+        401
+    );
+    let (status, stdout, stderr) = server.stop_with_logs().await;
+    assert!(status.success());
+    let keyed: Vec<&str> = stdout
+        .lines()
+        .filter(|line| {
+            line.contains("\"route\":\"/api/v1/users/me\"") && line.contains("\"status\":200")
+        })
+        .collect();
+    assert_eq!(keyed.len(), 1, "{stdout}");
+    assert!(
+        keyed[0].contains(&format!("\"api_key_id\":\"{key_id}\"")),
+        "{}",
+        keyed[0]
+    );
+    let logs = format!("{stdout}{stderr}");
+    assert!(!logs.contains(&key[4..]), "the key is never logged");
+    assert!(logs.contains("api_key_rejected"));
+}
