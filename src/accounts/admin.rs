@@ -90,7 +90,7 @@ pub async fn unlock_user(
 }
 
 /// The actor's rights and the target account, as they are in this transaction.
-fn actor_and_target(
+pub(super) fn actor_and_target(
     tx: &mut Tx<'_>,
     actor_id: &str,
     target_id: &str,

@@ -21,7 +21,8 @@ use crate::domain::user::User;
 use crate::store::Store;
 use crate::store::rows::{NewSession, SessionEnd, TwoFactorState, Tx};
 
-use super::{AccountError, fresh_actor};
+use super::AccountError;
+use super::admin::actor_and_target;
 
 /// The name the data key's fingerprint is kept under.
 const DATA_KEY: &str = "data";
@@ -446,8 +447,7 @@ pub async fn reset(
 ) -> Result<User, AccountError> {
     store
         .write(now, move |tx| {
-            let actor = fresh_actor(&mut **tx, &actor_id)?;
-            let target = tx.user_by_id(&target_id)?.ok_or(AccountError::NotFound)?;
+            let (actor, target) = actor_and_target(tx, &actor_id, &target_id)?;
             policy::check_two_factor_reset(&actor, &target)?;
             let by = Initiator::Actor { actor_id };
             reset_in(tx, &origin, &target_id, by)?;
