@@ -23,8 +23,8 @@ use crate::config::{
 use crate::files;
 use crate::http::client_ip::ClientIpResolver;
 use crate::http::cors::Cors;
-use crate::http::middleware::{Edge, HttpApp};
-use crate::http::ratelimit::RateLimits;
+use crate::http::middleware::{Edge, HttpApp, TRACKED_API_KEYS};
+use crate::http::ratelimit::{KeyLimits, RateLimits};
 use crate::http::router::Router;
 use crate::routes::table::{self, Optional};
 use crate::server::per_ip::PerIpConnections;
@@ -230,10 +230,15 @@ impl Application {
             config.server.max_connections_per_ip,
             config.trusted_proxies.clone(),
         ));
+        // `--rate-limit off` turns every limit off, the keys' included.
+        let key_limits = rate_limits
+            .is_some()
+            .then(|| KeyLimits::new(TRACKED_API_KEYS));
         let edge = Edge {
             client_ip: ClientIpResolver::new(config.trusted_proxies.clone()),
             cors: Cors::new(config.cors_origins.clone()),
             rate_limits,
+            key_limits,
             ..Edge::default()
         };
         let housekeeping = Housekeeping {

@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 
 use super::Invalid;
+use super::rate::Rate;
 use super::rbac::{self, Permission};
 use super::user::User;
 
@@ -90,6 +91,7 @@ pub struct KeySubject {
     pub key_id: String,
     pub owner: User,
     pub scopes: Scopes,
+    pub rate: Rate,
     pub expires_at: OffsetDateTime,
     /// Set when the presented secret is the one replaced by the last
     /// rotation: it works until then.

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// `N/second`, `N/minute` or `N/hour`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rate {
     pub count: NonZeroU32,
     pub period: Duration,
@@ -65,4 +65,21 @@ pub enum RateError {
     Unit(String),
     #[error("rate {0:?} is too fine")]
     TooFine(Rate),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_compare_over_time_and_print_as_they_are_written() {
+        let per_minute = Rate::parse("600/minute").unwrap();
+        assert_eq!(per_minute.canonical(), "600/minute");
+        assert_eq!(Rate::parse("10/s").unwrap().canonical(), "10/second");
+        assert!(Rate::parse("10/second").unwrap().at_most(per_minute));
+        assert!(per_minute.at_most(Rate::parse("10/second").unwrap()));
+        assert!(!Rate::parse("11/second").unwrap().at_most(per_minute));
+        assert!(Rate::parse("36000/hour").unwrap().at_most(per_minute));
+        assert!(!Rate::parse("36001/hour").unwrap().at_most(per_minute));
+    }
 }

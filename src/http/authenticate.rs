@@ -11,6 +11,7 @@ use crate::auth::api_keys;
 use crate::auth::tokens::TokenError;
 use crate::domain::api_key::Scopes;
 use crate::domain::audit::{KeyRejection, TokenRejection};
+use crate::domain::rate::Rate;
 use crate::domain::rbac::{self, Permission};
 use crate::domain::role::Role;
 use crate::domain::user::User;
@@ -30,8 +31,12 @@ pub struct Principal {
 pub enum Via {
     /// An access token of the session (login) `session_id`.
     Session { session_id: String },
-    /// An API key, limited to its scopes.
-    ApiKey { key_id: String, scopes: Scopes },
+    /// An API key, limited to its scopes and its own rate.
+    ApiKey {
+        key_id: String,
+        scopes: Scopes,
+        rate: Rate,
+    },
 }
 
 impl Principal {
@@ -204,6 +209,7 @@ async fn api_key(state: &AppState, key: &str) -> Result<Principal, AuthError> {
         via: Via::ApiKey {
             key_id: subject.key_id,
             scopes: subject.scopes,
+            rate: subject.rate,
         },
     })
 }

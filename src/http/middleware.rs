@@ -16,14 +16,14 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, HeaderName, HeaderValue, USER_
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
 
-use super::authenticate::{AuthError, Principal, Rejection, authenticate};
+use super::authenticate::{API_KEY_HEADER, AuthError, Principal, Rejection, Via, authenticate};
 use super::client_ip::ClientIpResolver;
 use super::cors::Cors;
 use super::error::ApiError;
 use super::extract::precheck_body;
-use super::ratelimit::{Decision, OncePerMinute, RateInfo, RateLimits};
+use super::ratelimit::{Decision, KeyLimits, OncePerMinute, RateInfo, RateLimits};
 use super::response::Body;
-use super::router::{Access, Ctx, Match, Router};
+use super::router::{Access, Ctx, Match, Route, Router};
 use crate::domain::audit::{AuditEvent, Event, Origin};
 use crate::state::AppState;
 use crate::telemetry::{self, context::RequestContext};
@@ -49,6 +49,8 @@ pub struct Edge {
     pub client_ip: ClientIpResolver,
     pub cors: Cors,
     pub rate_limits: Option<RateLimits>,
+    /// Each API key's own limit; `None` when rate limits are off.
+    pub key_limits: Option<KeyLimits>,
     /// One `token_rejected` audit event per client per minute: a client
     /// replaying a dead token must not write a row per request.
     pub token_rejections: OncePerMinute,
@@ -56,6 +58,8 @@ pub struct Edge {
 
 /// Clients tracked by the token-rejection audit gate before it starts afresh.
 const TOKEN_REJECTION_CLIENTS: usize = 100_000;
+/// API keys whose budgets are tracked before a limiter starts afresh.
+pub const TRACKED_API_KEYS: usize = 100_000;
 
 impl Default for Edge {
     fn default() -> Self {
@@ -63,6 +67,7 @@ impl Default for Edge {
             client_ip: ClientIpResolver::default(),
             cors: Cors::default(),
             rate_limits: None,
+            key_limits: None,
             token_rejections: OncePerMinute::new(TOKEN_REJECTION_CLIENTS),
         }
     }
@@ -213,32 +218,73 @@ impl HttpApp {
         request_id: Arc<str>,
         req: Request<Incoming>,
     ) -> (&'static str, Response<Body>) {
+        // A request with an API key counts against the key's own limit once
+        // the key is known to be valid; against its address otherwise
+        // (see `route`).
+        let keyed = req.headers().contains_key(API_KEY_HEADER);
         let mut rate_info = None;
-        if let Some(limits) = &self.edge.rate_limits {
-            match limits.check(req.uri().path(), client_ip) {
-                Some(Decision::Limited {
-                    info,
-                    retry_after_secs,
-                }) => {
-                    if limits.should_audit(client_ip) {
-                        // Boxed: a rare branch should not grow every request's future.
-                        Box::pin(self.audit_rate_limited(client_ip, &request_id, req.uri().path()))
-                            .await;
-                    }
-                    let mut response =
-                        ApiError::RateLimited { retry_after_secs }.into_response(&request_id);
-                    rate_limit_headers(&mut response, info);
-                    return ("-", response);
-                }
-                Some(Decision::Allowed(info)) => rate_info = Some(info),
-                None => {}
+        if !keyed {
+            match self
+                .ip_limit(client_ip, &request_id, req.uri().path())
+                .await
+            {
+                Ok(info) => rate_info = info,
+                Err(limited) => return ("-", limited.into_response(&request_id)),
             }
         }
-        let (template, mut response) = self.route(client_ip, request_id, req).await;
+        let (template, mut response) = self.route(client_ip, request_id, req, keyed).await;
         if let Some(info) = rate_info {
             rate_limit_headers(&mut response, info);
         }
         (template, response)
+    }
+
+    /// The client address's limits on this path: a 429 when over one.
+    async fn ip_limit(
+        &self,
+        client_ip: IpAddr,
+        request_id: &str,
+        path: &str,
+    ) -> Result<Option<RateInfo>, Limited> {
+        let Some(limits) = &self.edge.rate_limits else {
+            return Ok(None);
+        };
+        match limits.check(path, client_ip) {
+            Some(Decision::Limited {
+                info,
+                retry_after_secs,
+            }) => {
+                if limits.should_audit(client_ip) {
+                    // Boxed: a rare branch should not grow every request's future.
+                    Box::pin(self.audit_rate_limited(client_ip, request_id, path)).await;
+                }
+                Err(Limited {
+                    info,
+                    retry_after_secs,
+                })
+            }
+            Some(Decision::Allowed(info)) => Ok(Some(info)),
+            None => Ok(None),
+        }
+    }
+
+    /// The key's own limit: a 429 when over it.
+    fn key_limit(&self, principal: &Principal) -> Result<Option<RateInfo>, Limited> {
+        let (Some(limits), Via::ApiKey { key_id, rate, .. }) =
+            (&self.edge.key_limits, &principal.via)
+        else {
+            return Ok(None);
+        };
+        match limits.check(key_id, *rate) {
+            Decision::Limited {
+                info,
+                retry_after_secs,
+            } => Err(Limited {
+                info,
+                retry_after_secs,
+            }),
+            Decision::Allowed(info) => Ok(Some(info)),
+        }
     }
 
     async fn audit_rate_limited(&self, client_ip: IpAddr, request_id: &str, path: &str) {
@@ -270,6 +316,7 @@ impl HttpApp {
         client_ip: IpAddr,
         request_id: Arc<str>,
         req: Request<Incoming>,
+        keyed: bool,
     ) -> (&'static str, Response<Body>) {
         let (template, route, params) = match self.router.find(req.method(), req.uri().path()) {
             Match::Found {
@@ -286,13 +333,68 @@ impl HttpApp {
         if let Err(error) = precheck_body(&req, self.state.limits.max_body_bytes) {
             return (template, error.into_response(&request_id));
         }
+        let mut rate_info = None;
+        // A key on a public route authenticates nothing: the address pays.
+        if keyed && route.access == Access::Public {
+            match self
+                .ip_limit(client_ip, &request_id, req.uri().path())
+                .await
+            {
+                Ok(info) => rate_info = info,
+                Err(limited) => return (template, limited.into_response(&request_id)),
+            }
+        }
         let principal = match self
-            .authorize(route.access, &req, client_ip, &request_id)
+            .authenticate_for(route.access, &req, client_ip, &request_id)
             .await
         {
             Ok(principal) => principal,
-            Err(error) => return (template, error.into_response(&request_id)),
+            Err(error) => {
+                // An invalid key counts against the address it came from.
+                if keyed
+                    && let Err(limited) = self
+                        .ip_limit(client_ip, &request_id, req.uri().path())
+                        .await
+                {
+                    return (template, limited.into_response(&request_id));
+                }
+                return (template, error.into_response(&request_id));
+            }
         };
+        if let Some(principal) = &principal {
+            match self.key_limit(principal) {
+                Ok(Some(info)) => rate_info = Some(info),
+                Ok(None) => {}
+                Err(limited) => return (template, limited.into_response(&request_id)),
+            }
+        }
+        let found = Found { route, params };
+        let mut response = self
+            .authorized(found, principal, req, client_ip, request_id)
+            .await;
+        if let Some(info) = rate_info {
+            rate_limit_headers(&mut response, info);
+        }
+        (template, response)
+    }
+
+    /// The route's permission, then the handler.
+    async fn authorized(
+        &self,
+        found: Found<'_>,
+        principal: Option<Principal>,
+        req: Request<Incoming>,
+        client_ip: IpAddr,
+        request_id: Arc<str>,
+    ) -> Response<Body> {
+        let Found { route, params } = found;
+        if let Some(principal) = &principal
+            && let Err(error) = self
+                .permit(route.access, principal, &req, client_ip, &request_id)
+                .await
+        {
+            return error.into_response(&request_id);
+        }
         let ctx = Ctx {
             state: Arc::clone(&self.state),
             request_id: Arc::clone(&request_id),
@@ -308,30 +410,37 @@ impl HttpApp {
                     "request handler panicked"
                 )))
             });
-        let response = outcome.unwrap_or_else(|error| error.into_response(&request_id));
-        (template, response)
+        outcome.unwrap_or_else(|error| error.into_response(&request_id))
     }
 }
 
+/// A matched route and the values of its `{param}` segments.
+struct Found<'a> {
+    route: &'a Route,
+    params: Vec<String>,
+}
+
 impl HttpApp {
-    /// Authentication, then the route's permission. A denial is a 403 and an
-    /// audit event.
-    async fn authorize(
+    /// Authentication, for a route that is not public; a rejected
+    /// credential is audited (at most once a minute per client).
+    async fn authenticate_for(
         &self,
         access: Access,
         req: &Request<Incoming>,
         client_ip: IpAddr,
         request_id: &str,
     ) -> Result<Option<Principal>, ApiError> {
-        let (required, session_only) = match access {
-            Access::Public => return Ok(None),
-            Access::Authenticated => (None, false),
-            Access::Permission(permission) => (Some(permission), false),
-            Access::Session => (None, true),
-            Access::SessionPermission(permission) => (Some(permission), true),
-        };
-        let principal = match authenticate(&self.state, req.headers()).await {
-            Ok(principal) => principal,
+        if access == Access::Public {
+            return Ok(None);
+        }
+        match authenticate(&self.state, req.headers()).await {
+            Ok(principal) => {
+                telemetry::context::set_user(principal.user_id());
+                if let Some(key_id) = principal.api_key_id() {
+                    telemetry::context::set_api_key(key_id);
+                }
+                Ok(Some(principal))
+            }
             Err(error) => {
                 if let AuthError::Rejected { reason, user_id } = &error
                     && self.edge.token_rejections.allows(client_ip)
@@ -343,13 +452,28 @@ impl HttpApp {
                     Box::pin(self.record_audit(client_ip, request_id, user_id.as_deref(), event))
                         .await;
                 }
-                return Err(error.into());
+                Err(error.into())
             }
-        };
-        telemetry::context::set_user(principal.user_id());
-        if let Some(key_id) = principal.api_key_id() {
-            telemetry::context::set_api_key(key_id);
         }
+    }
+
+    /// The route's rule for an authenticated caller: a session where one is
+    /// needed, and the permission. A denied permission is a 403 and an
+    /// audit event.
+    async fn permit(
+        &self,
+        access: Access,
+        principal: &Principal,
+        req: &Request<Incoming>,
+        client_ip: IpAddr,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let (required, session_only) = match access {
+            Access::Public | Access::Authenticated => (None, false),
+            Access::Permission(permission) => (Some(permission), false),
+            Access::Session => (None, true),
+            Access::SessionPermission(permission) => (Some(permission), true),
+        };
         if session_only && principal.api_key_id().is_some() {
             return Err(SESSION_REQUIRED);
         }
@@ -368,7 +492,22 @@ impl HttpApp {
                 detail: "You do not have permission to perform this action",
             });
         }
-        Ok(Some(principal))
+        Ok(())
+    }
+}
+
+/// A request over a rate limit.
+struct Limited {
+    info: RateInfo,
+    retry_after_secs: u64,
+}
+
+impl Limited {
+    fn into_response(self, request_id: &str) -> Response<Body> {
+        let retry_after_secs = self.retry_after_secs;
+        let mut response = ApiError::RateLimited { retry_after_secs }.into_response(request_id);
+        rate_limit_headers(&mut response, self.info);
+        response
     }
 }
 

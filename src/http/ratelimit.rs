@@ -3,6 +3,8 @@
 //! bounded: idle clients are forgotten every minute, and past `max_keys`
 //! tracked clients a limiter starts afresh rather than grow.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +52,7 @@ pub enum Decision {
     },
 }
 
-type Keyed =
-    RateLimiter<IpKey, DefaultKeyedStateStore<IpKey>, DefaultClock, StateInformationMiddleware>;
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
 /// IPv4 addresses, and IPv6 addresses by their /64: one host hands out a
 /// whole /64, so single IPv6 addresses would be free fresh budgets.
@@ -70,13 +71,14 @@ impl From<IpAddr> for IpKey {
     }
 }
 
-struct Limiter {
+/// One rate for many clients, each with its own budget (an IP, an API key).
+struct Limiter<K: Hash + Eq + Clone = IpKey> {
     rate: Rate,
     quota: Quota,
-    inner: RwLock<Arc<Keyed>>,
+    inner: RwLock<Arc<Keyed<K>>>,
 }
 
-impl Limiter {
+impl<K: Hash + Eq + Clone> Limiter<K> {
     fn new(rate: Rate) -> Option<Self> {
         Some(Self::with_quota(rate, quota(rate)?))
     }
@@ -89,14 +91,14 @@ impl Limiter {
         }
     }
 
-    fn current(&self) -> Arc<Keyed> {
+    fn current(&self) -> Arc<Keyed<K>> {
         match self.inner.read() {
             Ok(guard) => Arc::clone(&guard),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    fn check(&self, key: IpKey) -> Decision {
+    fn check(&self, key: K) -> Decision {
         let limiter = self.current();
         let limit = self.rate.count.get();
         let interval = self.quota.replenish_interval();
@@ -150,6 +152,66 @@ impl Limiter {
 
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Per-API-key limits: each key has its own budget at its own rate (keys
+/// with the same rate share one keyed limiter). Memory stays bounded like
+/// the per-IP limits: budgets that are whole again are forgotten, and past
+/// `max_keys` tracked keys a limiter starts afresh.
+pub struct KeyLimits {
+    by_rate: RwLock<HashMap<Rate, Arc<Limiter<Arc<str>>>>>,
+    max_keys: usize,
+    checks: AtomicU64,
+}
+
+impl KeyLimits {
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            by_rate: RwLock::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request of the key `key_id`, limited to `rate`.
+    pub fn check(&self, key_id: &str, rate: Rate) -> Decision {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % TIDY_EVERY == TIDY_EVERY - 1 {
+            self.tidy();
+        }
+        let existing = match self.by_rate.read() {
+            Ok(map) => map.get(&rate).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(&rate).cloned(),
+        };
+        let limiter = match existing {
+            Some(limiter) => limiter,
+            None => {
+                let Some(made) = Limiter::new(rate) else {
+                    // Finer than governor can count: no budget to keep.
+                    return Decision::Allowed(RateInfo {
+                        limit: rate.count.get(),
+                        remaining: rate.count.get(),
+                        reset_secs: 0,
+                    });
+                };
+                let mut map = match self.by_rate.write() {
+                    Ok(map) => map,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                Arc::clone(map.entry(rate).or_insert_with(|| Arc::new(made)))
+            }
+        };
+        limiter.check(Arc::from(key_id))
+    }
+
+    pub fn tidy(&self) {
+        let limiters: Vec<_> = match self.by_rate.read() {
+            Ok(map) => map.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        };
+        for limiter in limiters {
+            limiter.tidy(self.max_keys);
+        }
+    }
 }
 
 /// Which limits a path is under, besides the general `/api/` one.

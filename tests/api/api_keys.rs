@@ -528,3 +528,64 @@ async fn every_keyed_request_is_in_the_access_log_with_its_key_id_and_never_the_
     assert!(!logs.contains(&key[4..]), "the key is never logged");
     assert!(logs.contains("api_key_rejected"));
 }
+
+#[tokio::test]
+async fn each_key_has_its_own_limit_instead_of_its_address_and_bad_keys_pay_as_the_address() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits = Some(secure_api::config::default_rate_limits());
+    })
+    .await;
+    let token = app.signed_in("ann").await.access_token();
+    let slow = create(
+        &app,
+        &token,
+        json!({"name": "slow", "rate_limit": "3/minute"}),
+    )
+    .await;
+    let slow = slow["key"].as_str().unwrap().to_owned();
+    let fast = create(&app, &token, json!({"name": "fast"})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    for n in 0..3 {
+        let response = me_with(&app, &slow).await;
+        assert_eq!(response.status, 200, "request {n}");
+        assert_eq!(response.header("ratelimit-limit"), Some("3"));
+    }
+    let limited = me_with(&app, &slow).await;
+    problem(&limited, 429, "rate_limited");
+    assert!(
+        limited
+            .header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().unwrap() >= 1)
+    );
+    assert_eq!(limited.header("ratelimit-remaining"), Some("0"));
+
+    // Another key of the same owner has its own budget, and keyed requests
+    // do not spend the address's 60/minute: 70 go through.
+    for n in 0..70 {
+        let response = me_with(&app, &fast).await;
+        assert_eq!(response.status, 200, "request {n}");
+        assert_eq!(response.header("ratelimit-limit"), Some("600"));
+    }
+    assert_eq!(
+        app.get_with_token("/api/v1/users/me", &token).await.status,
+        200
+    );
+
+    // Invalid keys are the address's requests: refused at its limit.
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        statuses.push(me_with(&app, "sak_notakeyatall").await.status);
+    }
+    assert!(statuses.starts_with(&[401]), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // A valid key still gets through while its address is over the limit.
+    assert_eq!(me_with(&app, &fast).await.status, 200);
+    problem(
+        &app.get_with_token("/api/v1/users/me", &token).await,
+        429,
+        "rate_limited",
+    );
+}

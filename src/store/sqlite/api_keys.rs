@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use super::users::{AFTER_USER, USER_COLUMNS_OF_U, user_from_row};
 use crate::domain::api_key::{ApiKey, KeySubject, NewApiKey, Scopes};
+use crate::domain::rate::Rate;
 use crate::store::StoreError;
 
 const KEY_COLUMNS: &str = "id, user_id, name, prefix, scopes, rate_limit, created_at, expires_at, last_used_at, rotated_at";
@@ -76,7 +77,7 @@ pub(super) fn by_id(conn: &Connection, key_id: &str) -> Result<Option<ApiKey>, S
 pub(super) fn subject(conn: &Connection, digest: &str) -> Result<Option<KeySubject>, StoreError> {
     let sql = format!(
         "SELECT {USER_COLUMNS_OF_U}, k.id, k.scopes, k.expires_at, \
-         CASE WHEN k.digest = ?1 THEN NULL ELSE k.old_until END \
+         CASE WHEN k.digest = ?1 THEN NULL ELSE k.old_until END, k.rate_limit \
          FROM api_keys k JOIN users u ON u.id = k.user_id \
          WHERE k.id = (SELECT id FROM api_keys WHERE digest = ?1 \
                        UNION ALL SELECT id FROM api_keys WHERE old_digest = ?1 LIMIT 1) \
@@ -87,10 +88,18 @@ pub(super) fn subject(conn: &Connection, digest: &str) -> Result<Option<KeySubje
         .query_row([digest], |row| {
             let scopes: String = row.get(AFTER_USER + 1)?;
             let old_until: Option<i64> = row.get(AFTER_USER + 3)?;
+            let rate: String = row.get(AFTER_USER + 4)?;
             Ok(KeySubject {
                 owner: user_from_row(row)?,
                 key_id: row.get(AFTER_USER)?,
                 scopes: scopes_from(&scopes)?,
+                rate: Rate::parse(&rate).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        AFTER_USER + 4,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?,
                 expires_at: time_at(row.get(AFTER_USER + 2)?)?,
                 old_secret_until: old_until.map(time_at).transpose()?,
             })
