@@ -318,7 +318,23 @@ impl HttpApp {
         req: Request<Incoming>,
         keyed: bool,
     ) -> (&'static str, Response<Body>) {
-        let (template, route, params) = match self.router.find(req.method(), req.uri().path()) {
+        let found = self.router.find(req.method(), req.uri().path());
+        let mut rate_info = None;
+        // A key authenticates nothing on a public route, an unknown path or
+        // a refused body: there the address pays, as without a key.
+        let key_counts =
+            matches!(&found, Match::Found { route, .. } if route.access != Access::Public);
+        let body_ok = precheck_body(&req, self.state.limits.max_body_bytes);
+        if keyed && (!key_counts || body_ok.is_err()) {
+            match self
+                .ip_limit(client_ip, &request_id, req.uri().path())
+                .await
+            {
+                Ok(info) => rate_info = info,
+                Err(limited) => return ("-", limited.into_response(&request_id)),
+            }
+        }
+        let (template, route, params) = match found {
             Match::Found {
                 route,
                 template,
@@ -330,19 +346,8 @@ impl HttpApp {
             }
             Match::NotFound => return ("-", ApiError::NotFound.into_response(&request_id)),
         };
-        if let Err(error) = precheck_body(&req, self.state.limits.max_body_bytes) {
+        if let Err(error) = body_ok {
             return (template, error.into_response(&request_id));
-        }
-        let mut rate_info = None;
-        // A key on a public route authenticates nothing: the address pays.
-        if keyed && route.access == Access::Public {
-            match self
-                .ip_limit(client_ip, &request_id, req.uri().path())
-                .await
-            {
-                Ok(info) => rate_info = info,
-                Err(limited) => return (template, limited.into_response(&request_id)),
-            }
         }
         let principal = match self
             .authenticate_for(route.access, &req, client_ip, &request_id)

@@ -589,3 +589,37 @@ async fn each_key_has_its_own_limit_instead_of_its_address_and_bad_keys_pay_as_t
         "rate_limited",
     );
 }
+
+#[tokio::test]
+async fn a_key_header_on_unknown_paths_or_public_routes_is_still_the_addresss_request() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits = Some(secure_api::config::default_rate_limits());
+    })
+    .await;
+    let token = app.signed_in("ann").await.access_token();
+    let key = create(&app, &token, json!({"name": "ci"})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        statuses.push(
+            with_key(&app, "GET", "/api/v1/nowhere", &key, None)
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses.first(), Some(&404), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let login = with_key(
+        &app,
+        "POST",
+        "/api/v1/auth/login",
+        &key,
+        Some(json!({"email": "ann@example.com", "password": STRONG_PASSWORD})),
+    )
+    .await;
+    problem(&login, 429, "rate_limited");
+    // The key itself still works where it authenticates.
+    assert_eq!(me_with(&app, &key).await.status, 200);
+}
