@@ -3,8 +3,8 @@
 //! and API keys (`X-API-Key`) are the two arms of `Credential`; both end in
 //! the same `Principal`, checked against the same per-thread state.
 
-use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName};
 
 use super::error::ApiError;
 use crate::auth::api_keys;
@@ -142,11 +142,12 @@ fn key_rejected(reason: KeyRejection, user_id: Option<String>) -> AuthError {
     }
 }
 
-pub const API_KEY_HEADER: &str = "x-api-key";
+/// A constant name: looking it up needs no parsing on every request.
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Credentials come from headers only; a token in the URL is never looked at.
 fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, AuthError> {
-    let key = headers.get(API_KEY_HEADER);
+    let key = headers.get(&API_KEY_HEADER);
     if key.is_some() && headers.contains_key(AUTHORIZATION) {
         return Err(AuthError::Ambiguous);
     }

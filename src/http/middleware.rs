@@ -221,7 +221,7 @@ impl HttpApp {
         // A request with an API key counts against the key's own limit once
         // the key is known to be valid; against its address otherwise
         // (see `route`).
-        let keyed = req.headers().contains_key(API_KEY_HEADER);
+        let keyed = req.headers().contains_key(&API_KEY_HEADER);
         let mut rate_info = None;
         if !keyed {
             match self
