@@ -348,6 +348,36 @@ impl RateLimits {
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_key_has_its_own_budget_and_too_many_keys_start_afresh() {
+        let limits = KeyLimits::new(2);
+        let one_an_hour = Rate::parse("1/hour").unwrap();
+        assert!(matches!(
+            limits.check("a", one_an_hour),
+            Decision::Allowed(_)
+        ));
+        assert!(matches!(
+            limits.check("a", one_an_hour),
+            Decision::Limited { .. }
+        ));
+        // Another key at the same rate has a budget of its own.
+        assert!(matches!(
+            limits.check("b", one_an_hour),
+            Decision::Allowed(_)
+        ));
+        // A third tracked key is one too many: the next tidy forgets them all
+        // rather than let a spray of keys grow memory.
+        assert!(matches!(
+            limits.check("c", one_an_hour),
+            Decision::Allowed(_)
+        ));
+        limits.tidy();
+        assert!(matches!(
+            limits.check("a", one_an_hour),
+            Decision::Allowed(_)
+        ));
+    }
+
     fn config(api: &str, login: &str) -> RateLimitConfig {
         RateLimitConfig {
             api: Rate::parse_optional(api).unwrap(),
