@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ManualClock, STRONG_PASSWORD, TestApp, TestResponse, db};
+use crate::helpers::{ManualClock, STRONG_PASSWORD, TestApp, TestResponse, assert_problem, db};
 
 const KEYS: &str = "/api/v1/api-keys";
 
@@ -36,16 +36,6 @@ async fn create(app: &TestApp, token: &str, body: Value) -> Value {
         String::from_utf8_lossy(&made.body)
     );
     made.json()
-}
-
-fn problem(response: &TestResponse, status: u16, code: &str) {
-    assert_eq!(
-        response.status,
-        status,
-        "{:?}",
-        String::from_utf8_lossy(&response.body)
-    );
-    assert_eq!(response.json()["code"], code);
 }
 
 #[tokio::test]
@@ -86,7 +76,7 @@ async fn a_key_is_shown_once_listed_without_it_and_acts_within_its_scopes() {
         Some(json!({"full_name": "A"})),
     )
     .await;
-    problem(&rename, 403, "forbidden");
+    assert_problem(&rename, 403, "forbidden");
     assert_eq!(db::audit_count(&app, "api_key_created"), 1);
 }
 
@@ -102,7 +92,7 @@ async fn scopes_must_be_known_and_the_owners() {
             Some(&json!({"name": "x", "scopes": ["root"]})),
         )
         .await;
-    problem(&unknown, 422, "validation_error");
+    assert_problem(&unknown, 422, "validation_error");
     let beyond = app
         .call(
             "POST",
@@ -111,7 +101,7 @@ async fn scopes_must_be_known_and_the_owners() {
             Some(&json!({"name": "x", "scopes": ["users:read"]})),
         )
         .await;
-    problem(&beyond, 403, "forbidden");
+    assert_problem(&beyond, 403, "forbidden");
     for bad in [
         json!({"name": ""}),
         json!({"name": "x".repeat(65)}),
@@ -147,7 +137,7 @@ async fn a_key_expires_and_a_revoked_key_stops_at_once() {
     let short_key = short["key"].as_str().unwrap();
     assert_eq!(me_with(&app, short_key).await.status, 200);
     clock.advance(time::Duration::days(1) + time::Duration::seconds(1));
-    problem(&me_with(&app, short_key).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, short_key).await, 401, "invalid_token");
 
     // The access token itself is 15 minutes old by now: log in again.
     let token = app
@@ -161,7 +151,7 @@ async fn a_key_expires_and_a_revoked_key_stops_at_once() {
     let revoked = app.call("DELETE", &path, Some(&token), None).await;
     assert_eq!(revoked.status, 200);
     assert_eq!(revoked.json(), json!({"message": "API key revoked"}));
-    problem(&me_with(&app, key).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, key).await, 401, "invalid_token");
     assert_eq!(app.call("GET", &path, Some(&token), None).await.status, 404);
     assert_eq!(
         app.call("DELETE", &path, Some(&token), None).await.status,
@@ -201,7 +191,7 @@ async fn rotation_overlaps_and_a_second_rotation_ends_the_first_old_secret() {
         "inside the overlap"
     );
     clock.advance(time::Duration::seconds(61));
-    problem(&me_with(&app, &first).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, &first).await, 401, "invalid_token");
     assert_eq!(me_with(&app, &second).await.status, 200);
 
     // A long overlap, then a second rotation: the first old secret ends now.
@@ -226,8 +216,8 @@ async fn rotation_overlaps_and_a_second_rotation_ends_the_first_old_secret() {
         )
         .await;
     let fourth_key = fourth.json()["key"].as_str().unwrap().to_owned();
-    problem(&me_with(&app, &second).await, 401, "invalid_token");
-    problem(&me_with(&app, &third_key).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, &second).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, &third_key).await, 401, "invalid_token");
     assert_eq!(me_with(&app, &fourth_key).await.status, 200);
     let bad = app
         .call(
@@ -271,7 +261,7 @@ async fn the_owners_current_role_and_state_bound_the_key_at_once() {
         )
         .await;
     assert_eq!(demoted.status, 200);
-    problem(
+    assert_problem(
         &with_key(&app, "GET", "/api/v1/users", &key, None).await,
         403,
         "forbidden",
@@ -287,7 +277,7 @@ async fn the_owners_current_role_and_state_bound_the_key_at_once() {
         )
         .await;
     assert_eq!(deactivated.status, 200);
-    problem(&me_with(&app, &key).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, &key).await, 401, "invalid_token");
     let back = app
         .call(
             "PATCH",
@@ -300,7 +290,7 @@ async fn the_owners_current_role_and_state_bound_the_key_at_once() {
     assert_eq!(me_with(&app, &key).await.status, 200);
     let deleted = app.call("DELETE", &target, Some(&admin.token), None).await;
     assert_eq!(deleted.status, 200);
-    problem(&me_with(&app, &key).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, &key).await, 401, "invalid_token");
 }
 
 #[tokio::test]
@@ -358,7 +348,7 @@ async fn a_key_cannot_do_what_needs_a_session() {
         ("POST", "/api/v1/auth/logout-all".to_owned(), None),
     ] {
         let response = with_key(&app, method, &path, &key, body).await;
-        problem(&response, 403, "session_required");
+        assert_problem(&response, 403, "session_required");
     }
     // A name change is fine; the email stays as it was.
     let renamed = with_key(
@@ -390,7 +380,7 @@ async fn both_credentials_at_once_or_a_malformed_key_are_refused() {
             None,
         )
         .await;
-    problem(&both, 400, "ambiguous_credentials");
+    assert_problem(&both, 400, "ambiguous_credentials");
     for bad in [
         "sak_short",
         "nope",
@@ -398,7 +388,7 @@ async fn both_credentials_at_once_or_a_malformed_key_are_refused() {
         &format!("{}x", &key[..key.len() - 1]),
     ] {
         let response = me_with(&app, bad).await;
-        problem(&response, 401, "invalid_token");
+        assert_problem(&response, 401, "invalid_token");
         assert_eq!(response.header("www-authenticate"), Some("Bearer"));
     }
 }
@@ -435,7 +425,7 @@ async fn admins_list_and_revoke_every_users_keys() {
     let path = format!("/api/v1/admin/api-keys/{}", made["id"].as_str().unwrap());
     let revoked = app.call("DELETE", &path, Some(&admin.token), None).await;
     assert_eq!(revoked.status, 200);
-    problem(&me_with(&app, &key).await, 401, "invalid_token");
+    assert_problem(&me_with(&app, &key).await, 401, "invalid_token");
     // The audit rows name keys by id, never by secret, and the file has no key.
     let rows = db::audit_rows(&app);
     for (event, _, _, _, detail) in &rows {
@@ -554,7 +544,7 @@ async fn each_key_has_its_own_limit_instead_of_its_address_and_bad_keys_pay_as_t
         assert_eq!(response.header("ratelimit-limit"), Some("3"));
     }
     let limited = me_with(&app, &slow).await;
-    problem(&limited, 429, "rate_limited");
+    assert_problem(&limited, 429, "rate_limited");
     assert!(
         limited
             .header("retry-after")
@@ -583,7 +573,7 @@ async fn each_key_has_its_own_limit_instead_of_its_address_and_bad_keys_pay_as_t
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     // A valid key still gets through while its address is over the limit.
     assert_eq!(me_with(&app, &fast).await.status, 200);
-    problem(
+    assert_problem(
         &app.get_with_token("/api/v1/users/me", &token).await,
         429,
         "rate_limited",
@@ -619,7 +609,7 @@ async fn a_key_header_on_unknown_paths_or_public_routes_is_still_the_addresss_re
         Some(json!({"email": "ann@example.com", "password": STRONG_PASSWORD})),
     )
     .await;
-    problem(&login, 429, "rate_limited");
+    assert_problem(&login, 429, "rate_limited");
     // The key itself still works where it authenticates.
     assert_eq!(me_with(&app, &key).await.status, 200);
 }

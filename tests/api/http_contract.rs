@@ -3,7 +3,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{TestApp, TestResponse};
+use crate::helpers::{TestApp, TestResponse, assert_problem};
 
 const SECURITY_HEADERS: [(&str, &str); 7] = [
     ("x-frame-options", "DENY"),
@@ -35,24 +35,6 @@ fn assert_common_headers(response: &TestResponse, path: &str) {
     if path.starts_with("/api/") {
         assert_eq!(response.header("cache-control"), Some("no-store"), "{path}");
     }
-}
-
-fn assert_problem(response: &TestResponse, status: u16, code: &str) {
-    assert_eq!(response.status, status, "{:?}", response.body);
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/problem+json")
-    );
-    let body = response.json();
-    assert_eq!(body["type"], "about:blank");
-    assert_eq!(body["status"], status);
-    assert_eq!(body["code"], code, "{body}");
-    assert!(body["title"].is_string() && body["detail"].is_string());
-    assert_eq!(
-        body["request_id"].as_str(),
-        response.header("x-request-id"),
-        "the body names the same request id as the header"
-    );
 }
 
 #[tokio::test]

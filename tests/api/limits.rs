@@ -10,19 +10,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{STRONG_PASSWORD, TestApp, TestResponse, client_config, tls_connect};
+use crate::helpers::{
+    STRONG_PASSWORD, TestApp, TestResponse, assert_problem, client_config, tls_connect,
+};
 
 /// How long a test waits for the server before calling it a hang.
 const HANG: Duration = Duration::from_secs(15);
-
-fn assert_problem(response: &TestResponse, status: u16, code: &str) {
-    assert_eq!(response.status, status, "{:?}", response.body);
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/problem+json")
-    );
-    assert_eq!(response.json()["code"], code, "{:?}", response.body);
-}
 
 async fn post_raw_json(app: &TestApp, body: &str) -> TestResponse {
     app.request(

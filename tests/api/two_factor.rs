@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use secure_api::clock::Clock as _;
 
 use crate::helpers::{
-    ManualClock, STRONG_PASSWORD, TestApp, TestResponse, db, run_cli, send_http1, start_server,
-    tls_connect,
+    ManualClock, STRONG_PASSWORD, TestApp, TestResponse, assert_problem, db, run_cli, send_http1,
+    start_server, tls_connect,
 };
 
 const STATUS: &str = "/api/v1/auth/2fa/status";
@@ -138,16 +138,6 @@ impl TwoFactorApp {
         self.next_step();
         (secret, codes, verified.access_token())
     }
-}
-
-fn assert_problem(response: &TestResponse, status: u16, code: &str) {
-    assert_eq!(
-        response.status,
-        status,
-        "{:?}",
-        String::from_utf8_lossy(&response.body)
-    );
-    assert_eq!(response.json()["code"], code);
 }
 
 #[tokio::test]

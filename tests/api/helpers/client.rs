@@ -210,3 +210,28 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
 pub fn session_of(access_token: &str) -> String {
     jwt_claims(access_token)["sid"].as_str().unwrap().to_owned()
 }
+
+/// A problem+json error as API.md pins it: status, content type, `type`,
+/// `title`, `detail`, `code`, and the request id of the header.
+pub fn assert_problem(response: &TestResponse, status: u16, code: &str) {
+    assert_eq!(
+        response.status,
+        status,
+        "{:?}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/problem+json")
+    );
+    let body = response.json();
+    assert_eq!(body["type"], "about:blank");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    assert_eq!(
+        body["request_id"].as_str(),
+        response.header("x-request-id"),
+        "the body names the same request id as the header"
+    );
+}
