@@ -242,10 +242,24 @@ fn reauthenticate(
     }
 }
 
-/// `GET /auth/2fa/status`.
-pub async fn status(store: &Store, user_id: String) -> Result<TwoFactorState, AccountError> {
+/// What the owner of an account may know of its second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub enabled: bool,
+    pub backup_codes_remaining: i64,
+}
+
+/// `GET /auth/2fa/status`; the sealed secrets stay in here.
+pub async fn status(store: &Store, user_id: String) -> Result<Status, AccountError> {
     store
-        .read(move |rows| Ok(rows.two_factor(&user_id)?.unwrap_or_default()))
+        .read(move |rows| {
+            let state = rows.two_factor(&user_id)?.unwrap_or_default();
+            let enabled = state.secret.is_some();
+            Ok(Status {
+                enabled,
+                backup_codes_remaining: if enabled { state.backup_codes } else { 0 },
+            })
+        })
         .await
 }
 

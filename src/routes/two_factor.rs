@@ -120,13 +120,12 @@ struct StatusDto {
 
 pub async fn status(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     let user_id = ctx.principal()?.user_id().to_owned();
-    let state = two_factor::status(&ctx.state.store, user_id).await?;
-    let enabled = state.secret.is_some();
+    let status = two_factor::status(&ctx.state.store, user_id).await?;
     json(
         StatusCode::OK,
         &StatusDto {
-            enabled,
-            backup_codes_remaining: if enabled { state.backup_codes } else { 0 },
+            enabled: status.enabled,
+            backup_codes_remaining: status.backup_codes_remaining,
         },
     )
 }
