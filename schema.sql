@@ -1,4 +1,4 @@
--- The canonical schema of a fresh secure-api database (PRAGMA user_version = 5).
+-- The canonical schema of a fresh secure-api database (PRAGMA user_version = 6).
 -- An older database reaches the same shape through migrations/NNNN_*.sql;
 -- a test keeps the two in step. Released migrations are never edited.
 
@@ -116,7 +116,20 @@ CREATE TABLE api_keys (
     old_until    INTEGER,
     revoked_at   INTEGER,
     last_used_at INTEGER,
-    last_used_ip TEXT
+    last_used_ip TEXT,
+    total_requests INTEGER NOT NULL DEFAULT 0                -- every request made with the key
 );
 
 CREATE INDEX api_keys_user ON api_keys (user_id, created_at);
+
+-- Requests made with each key per UTC day (the Julian day number), added in
+-- batches by the server; kept for 30 days.
+CREATE TABLE api_key_usage (
+    key_id   TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    day      INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    denied   INTEGER NOT NULL,                                -- answered 401, 403 or 429
+    PRIMARY KEY (key_id, day)
+) WITHOUT ROWID;
+
+CREATE INDEX api_key_usage_day ON api_key_usage (day);

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::accounts::two_factor;
+use crate::accounts::{api_keys, two_factor};
 use crate::auth::data_key::DataKey;
 use crate::auth::keys;
 use crate::auth::password::PasswordHasher;
@@ -20,6 +20,7 @@ use crate::config::{
     Config, GENERATED_DATA_KEY, GENERATED_JWT_KEY, GENERATED_TLS_CERT, GENERATED_TLS_KEY,
     KeySource, TlsSource,
 };
+use crate::domain::key_usage::{USAGE_DAYS, UsageLog};
 use crate::files;
 use crate::http::client_ip::ClientIpResolver;
 use crate::http::cors::Cors;
@@ -31,6 +32,7 @@ use crate::server::per_ip::PerIpConnections;
 use crate::server::redirect::Redirects;
 use crate::server::{self, ServerLimits, TlsConnections, tls};
 use crate::state::{AppState, HttpLimits, Readiness, SessionPolicy};
+use crate::store::rows::Cutoffs;
 use crate::store::{PoolOptions, Store};
 
 pub struct Application {
@@ -60,6 +62,7 @@ struct Housekeeping {
     state: Arc<AppState>,
     every: std::time::Duration,
     audit_retention: time::Duration,
+    usage_flush_every: std::time::Duration,
 }
 
 impl Housekeeping {
@@ -77,23 +80,49 @@ impl Housekeeping {
 
     async fn prune(&self) {
         let now = self.state.clock.now();
-        match self
-            .state
-            .store
-            .prune(now - SESSION_GRACE, now - self.audit_retention, PRUNE_BATCH)
-            .await
-        {
+        let cutoffs = Cutoffs {
+            sessions_before: now - SESSION_GRACE,
+            audit_before: now - self.audit_retention,
+            usage_before: now.date() - time::Duration::days(i64::from(USAGE_DAYS) - 1),
+        };
+        match self.state.store.prune(cutoffs, PRUNE_BATCH).await {
             Ok(pruned) if pruned.any() => tracing::info!(
                 refresh_tokens = pruned.refresh_tokens,
                 refresh_families = pruned.refresh_families,
                 audit_rows = pruned.audit_rows,
-                "expired sessions and old audit rows deleted"
+                key_usage_days = pruned.key_usage_days,
+                "expired sessions, old audit rows and old key usage deleted"
             ),
             Ok(_) => {}
             // A failing disk is logged by the store; the next pass retries.
             Err(e) if e.is_unavailable() => {}
             Err(e) => tracing::warn!(error = %e, "retention pass failed"),
         }
+    }
+}
+
+/// Writes API key usage every `every` until stopped: a server under load
+/// writes one small transaction per period instead of one per request.
+async fn flush_usage_periodically(state: Arc<AppState>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        flush_usage(&state).await;
+    }
+}
+
+async fn flush_usage(state: &AppState) {
+    let now = state.clock.now();
+    match api_keys::flush_usage(&state.store, &state.key_usage, now).await {
+        Ok(keys) => {
+            if keys > 0 {
+                tracing::debug!(keys, "API key usage written");
+            }
+        }
+        // A failing disk is logged by the store; the tally waits for the next flush.
+        Err(e) if e.is_unavailable() => {}
+        Err(e) => tracing::warn!(error = %e, "API key usage not written; kept for the next flush"),
     }
 }
 
@@ -220,6 +249,7 @@ impl Application {
             data_key: Arc::new(data_key),
             totp_issuer: config.totp_issuer.clone(),
             api_key_rates: config.api_key_rates,
+            key_usage: UsageLog::default(),
         });
         // The dummy hash that unknown emails are checked against is made now,
         // so the first such login costs no more than any other.
@@ -245,6 +275,7 @@ impl Application {
             state: Arc::clone(&state),
             every: config.housekeeping_every,
             audit_retention: config.audit_retention,
+            usage_flush_every: config.key_usage_flush_every,
         };
         let app = Arc::new(HttpApp::new(
             state,
@@ -291,6 +322,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        let state = Arc::clone(&self.housekeeping.state);
+        let usage = tokio::spawn(flush_usage_periodically(
+            Arc::clone(&state),
+            self.housekeeping.usage_flush_every,
+        ));
         let housekeeping = tokio::spawn(
             self.housekeeping
                 .run(Arc::clone(&self.app), Arc::clone(&self.per_ip)),
@@ -325,5 +361,8 @@ impl Application {
         };
         tokio::join!(https, redirects, stopping);
         housekeeping.abort();
+        usage.abort();
+        // The requests drained above are counted too.
+        flush_usage(&state).await;
     }
 }

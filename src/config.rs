@@ -71,6 +71,9 @@ pub struct Config {
     pub audit_retention: time::Duration,
     /// How often housekeeping runs (rate-limit state, retention).
     pub housekeeping_every: std::time::Duration,
+    /// How often API key usage is written (and so how old the usage an owner
+    /// reads may be: the contract allows 5 s).
+    pub key_usage_flush_every: std::time::Duration,
     /// `PRAGMA max_page_count` for the serving pool; only tests set it, to
     /// get "database or disk is full" without filling a disk.
     pub max_db_pages: Option<u32>,
@@ -116,6 +119,7 @@ impl Config {
             refresh_reuse_grace: time::Duration::seconds(2),
             audit_retention: time::Duration::days(365),
             housekeeping_every: std::time::Duration::from_secs(60),
+            key_usage_flush_every: std::time::Duration::from_secs(2),
             max_db_pages: None,
             settings: RuntimeSettings {
                 registration_enabled: true,

@@ -12,6 +12,7 @@ use crate::auth::data_key::DataKey;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenSigner;
 use crate::clock::Clock;
+use crate::domain::key_usage::UsageLog;
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::rate::Rate;
 use crate::store::Store;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub totp_issuer: String,
     /// A new API key's rate limit, and the most one may ask for.
     pub api_key_rates: ApiKeyRates,
+    /// API key usage since the last flush.
+    pub key_usage: UsageLog,
 }
 
 /// Rate limits of API keys.

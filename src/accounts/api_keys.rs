@@ -3,14 +3,15 @@
 //! its owner lacks when it is made; on every request the owner's current
 //! permissions are intersected with the key's scopes again.
 
-use time::{Duration, OffsetDateTime};
+use time::{Date, Duration, OffsetDateTime};
 
 use crate::domain::api_key::{ApiKey, NewApiKey, Scopes};
 use crate::domain::audit::{AuditEvent, Event, Origin};
+use crate::domain::key_usage::{KeyUsage, USAGE_DAYS, UsageLog};
 use crate::domain::policy::Denied;
 use crate::domain::rbac;
-use crate::store::Store;
 use crate::store::rows::Tx;
+use crate::store::{Store, StoreError};
 
 use super::AccountError;
 
@@ -155,4 +156,44 @@ pub async fn revoke(
             Ok(())
         })
         .await
+}
+
+/// One of the owner's keys' usage over the last `USAGE_DAYS` days up to `today`.
+pub async fn usage(
+    store: &Store,
+    owner_id: String,
+    key_id: String,
+    today: Date,
+) -> Result<KeyUsage, AccountError> {
+    let since = today - Duration::days(i64::from(USAGE_DAYS) - 1);
+    store
+        .read(move |rows| {
+            rows.api_key(&key_id)?
+                .filter(|key| key.user_id == owner_id)
+                .ok_or(AccountError::NotFound)?;
+            rows.key_usage(&key_id, since)?
+                .ok_or(AccountError::NotFound)
+        })
+        .await
+}
+
+/// Writes the usage tallied since the last flush; what cannot be written
+/// now stays in the tally for the next one. Returns the keys written.
+pub async fn flush_usage(
+    store: &Store,
+    log: &UsageLog,
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    let deltas = log.take();
+    if deltas.is_empty() {
+        return Ok(0);
+    }
+    let keys = deltas.len();
+    match store.add_key_usage(now, deltas.clone()).await {
+        Ok(()) => Ok(keys),
+        Err(e) => {
+            log.restore(deltas);
+            Err(e)
+        }
+    }
 }

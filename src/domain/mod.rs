@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod audit;
 pub mod email;
 pub mod full_name;
+pub mod key_usage;
 pub mod lockout;
 pub mod password;
 pub mod policy;

@@ -16,6 +16,7 @@ use crate::domain::rbac::{self, Permission};
 use crate::domain::role::Role;
 use crate::domain::user::User;
 use crate::state::AppState;
+use crate::telemetry;
 
 /// Who is calling, as checked against the database on this request.
 #[derive(Debug, Clone)]
@@ -193,6 +194,9 @@ async fn api_key(state: &AppState, key: &str) -> Result<Principal, AuthError> {
         .await
         .map_err(|e| AuthError::Failed(e.into()))?
         .ok_or_else(|| key_rejected(KeyRejection::Unknown, None))?;
+    // A known key is named in the log line and counted in its usage, even
+    // when it no longer admits the request.
+    telemetry::context::set_api_key(&subject.key_id);
     let now = state.clock.now();
     if !subject.admits(now) {
         let reason = if subject.owner.is_active {

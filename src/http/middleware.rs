@@ -138,7 +138,16 @@ impl HttpApp {
         // Boxed once here, the request's future (a few KiB) is not copied
         // again each time a layer above moves it.
         let handling = Box::pin(self.handle_in_context(conn, request_id, client_ip, req));
-        telemetry::context::within(context, handling).await
+        let response = telemetry::context::within(Arc::clone(&context), handling).await;
+        if let Some(key_id) = context.api_key_id() {
+            let denied = matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+            );
+            let now = self.state.clock.now();
+            self.state.key_usage.note(key_id, now, client_ip, denied);
+        }
+        response
     }
 
     async fn handle_in_context(
@@ -441,9 +450,6 @@ impl HttpApp {
         match authenticate(&self.state, req.headers()).await {
             Ok(principal) => {
                 telemetry::context::set_user(principal.user_id());
-                if let Some(key_id) = principal.api_key_id() {
-                    telemetry::context::set_api_key(key_id);
-                }
                 Ok(Some(principal))
             }
             Err(error) => {

@@ -190,6 +190,45 @@ pub async fn get(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
     json(StatusCode::OK, &ApiKeyDto::new(key))
 }
 
+#[derive(Serialize)]
+struct UsageDto {
+    total: u64,
+    last_used_at: Option<String>,
+    last_used_ip: Option<String>,
+    days: Vec<DayDto>,
+}
+
+#[derive(Serialize)]
+struct DayDto {
+    /// `YYYY-MM-DD`, UTC.
+    date: String,
+    requests: u64,
+    denied: u64,
+}
+
+/// The key's use: current within seconds (see `accounts::api_keys::flush_usage`).
+pub async fn usage(ctx: Ctx, _req: Request<Incoming>) -> HandlerResult {
+    let owner = ctx.principal()?.user_id().to_owned();
+    let today = ctx.state.clock.now().date();
+    let usage = api_keys::usage(&ctx.state.store, owner, key_id_param(&ctx)?, today).await?;
+    let days = usage
+        .days
+        .into_iter()
+        .map(|day| DayDto {
+            date: day.date.to_string(),
+            requests: day.requests,
+            denied: day.denied,
+        })
+        .collect();
+    let dto = UsageDto {
+        total: usage.total,
+        last_used_at: usage.last_used_at.map(rfc3339),
+        last_used_ip: usage.last_used_ip,
+        days,
+    };
+    json(StatusCode::OK, &dto)
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RotateRequest {

@@ -58,6 +58,7 @@ pub fn table(options: Optional) -> Vec<Route> {
         route(M::GET,    "/api/v1/api-keys",                 SessionNeeds(SelfRead),  handler!(api_keys::list)),
         route(M::POST,   "/api/v1/api-keys",                 SessionNeeds(SelfWrite), handler!(api_keys::create)),
         route(M::GET,    "/api/v1/api-keys/{id}",            SessionNeeds(SelfRead),  handler!(api_keys::get)),
+        route(M::GET,    "/api/v1/api-keys/{id}/usage",      SessionNeeds(SelfRead),  handler!(api_keys::usage)),
         route(M::POST,   "/api/v1/api-keys/{id}/rotate",     SessionNeeds(SelfWrite), handler!(api_keys::rotate)),
         route(M::DELETE, "/api/v1/api-keys/{id}",            SessionNeeds(SelfWrite), handler!(api_keys::revoke)),
         route(M::GET,    "/api/v1/users",                    Needs(UsersRead),   handler!(users::list)),

@@ -18,9 +18,10 @@ use tokio::sync::Semaphore;
 
 use crate::domain::api_key::KeySubject;
 use crate::domain::audit::AuditEvent;
+use crate::domain::key_usage::UsageDelta;
 use crate::domain::user::TokenSubject;
 use health::StorageHealth;
-use rows::{Prunable, Pruned, Reads, Tx};
+use rows::{Cutoffs, Prunable, Pruned, Reads, Tx};
 pub use sqlite::migrations::{
     Outcome as MigrationOutcome, Status as SchemaStatus, refusal as schema_refusal,
 };
@@ -215,6 +216,26 @@ impl Store {
         .await
     }
 
+    /// Adds tallied API key usage in one transaction that leaves the user
+    /// cache alone: nothing it holds depends on usage, and emptying it every
+    /// few seconds would put a database read back on every request.
+    pub async fn add_key_usage(
+        &self,
+        now: OffsetDateTime,
+        deltas: Vec<UsageDelta>,
+    ) -> Result<(), StoreError> {
+        let (backend, health) = (self.backend.clone(), Arc::clone(&self.health));
+        self.run_blocking(move || {
+            let script = |tx: &mut Tx<'_>| deltas.iter().try_for_each(|d| tx.add_key_usage(d));
+            let result = match &backend {
+                Backend::Sqlite(db) => db.write_quiet(now, script),
+            };
+            health.observe(result.as_ref().err(), true);
+            result.map(|((), _recorded)| ())
+        })
+        .await
+    }
+
     /// Records an event that goes with no change of its own (a rate-limit
     /// refusal, a rejected token). A failure to store it is logged with the
     /// event, not returned: the request already has its outcome.
@@ -286,24 +307,19 @@ impl Store {
         }
     }
 
-    /// Deletes refresh tokens and families that expired before
-    /// `sessions_before` and audit rows older than `audit_before`, in
-    /// batches of at most `batch` rows, each its own short write
+    /// Deletes what is older than `cutoffs` (expired refresh tokens and
+    /// families, old audit rows, old key usage) in batches of at most
+    /// `batch` rows, each its own short write
     /// transaction, pausing between batches so that other writers (other
     /// processes too, whose busy handler polls) get the lock in between.
-    pub async fn prune(
-        &self,
-        sessions_before: OffsetDateTime,
-        audit_before: OffsetDateTime,
-        batch: usize,
-    ) -> Result<Pruned, StoreError> {
+    pub async fn prune(&self, cutoffs: Cutoffs, batch: usize) -> Result<Pruned, StoreError> {
         let batch = batch.max(1);
         let mut pruned = Pruned::default();
         for what in Prunable::ALL {
             loop {
                 let deleted = self
-                    .write(sessions_before, move |tx| {
-                        tx.delete_expired(what, sessions_before, audit_before, batch)
+                    .write(cutoffs.sessions_before, move |tx| {
+                        tx.delete_expired(what, cutoffs, batch)
                     })
                     .await?;
                 pruned.add(what, deleted);

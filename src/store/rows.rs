@@ -4,10 +4,11 @@
 //! connection and runs each script inside one of its transactions (see
 //! `Store::write`). Nothing here names a driver.
 
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use crate::domain::api_key::{ApiKey, KeySubject, NewApiKey};
 use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::key_usage::{KeyUsage, UsageDelta};
 use crate::domain::lockout::{AfterFailure, GuardState};
 use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
@@ -72,6 +73,9 @@ pub trait Reads {
     /// The unrevoked key whose current or overlapping old secret has
     /// `digest`, with its owner: what a request with that key acts as.
     fn key_subject(&mut self, digest: &str) -> Result<Option<KeySubject>, StoreError>;
+    /// An unrevoked key's usage: its total, its last use, and its days
+    /// from `since` on, newest first.
+    fn key_usage(&mut self, key_id: &str, since: Date) -> Result<Option<KeyUsage>, StoreError>;
 
     fn settings(&mut self) -> Result<Vec<(String, String)>, StoreError>;
 
@@ -182,20 +186,33 @@ pub trait Rows: Reads {
     ) -> Result<(), StoreError>;
     /// Revokes a key, both its secrets; whether it was live.
     fn revoke_api_key(&mut self, key_id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Adds a key's tallied usage to what is stored: a later last use
+    /// replaces an earlier one, counts add up. A key deleted meanwhile (with
+    /// its owner) is skipped.
+    fn add_key_usage(&mut self, delta: &UsageDelta) -> Result<(), StoreError>;
 
     fn insert_audit(&mut self, event: &AuditEvent, now: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Deletes at most `limit` rows of one kind: sessions that ended before
-    /// `sessions_before`, audit rows older than `audit_before`. Each batch
-    /// must find its rows through an index, so that it holds the write lock
-    /// briefly however large the backlog.
+    /// Deletes at most `limit` rows of one kind, older than its cutoff.
+    /// Each batch must find its rows through an index, so that it holds the
+    /// write lock briefly however large the backlog.
     fn delete_expired(
         &mut self,
         what: Prunable,
-        sessions_before: OffsetDateTime,
-        audit_before: OffsetDateTime,
+        cutoffs: Cutoffs,
         limit: usize,
     ) -> Result<usize, StoreError>;
+}
+
+/// What one housekeeping pass deletes: what ended or happened before these.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoffs {
+    /// Sessions (and their tokens) that ended before this.
+    pub sessions_before: OffsetDateTime,
+    /// Audit rows older than this.
+    pub audit_before: OffsetDateTime,
+    /// API key usage of the days before this one.
+    pub usage_before: Date,
 }
 
 /// What one kind of retention batch deletes.
@@ -207,10 +224,17 @@ pub enum Prunable {
     Families,
     /// Audit rows older than the retention.
     Audit,
+    /// API key usage of days no longer shown.
+    KeyUsage,
 }
 
 impl Prunable {
-    pub const ALL: [Prunable; 3] = [Prunable::Tokens, Prunable::Families, Prunable::Audit];
+    pub const ALL: [Prunable; 4] = [
+        Prunable::Tokens,
+        Prunable::Families,
+        Prunable::Audit,
+        Prunable::KeyUsage,
+    ];
 }
 
 /// Rows deleted by one housekeeping pass.
@@ -219,6 +243,7 @@ pub struct Pruned {
     pub refresh_tokens: usize,
     pub refresh_families: usize,
     pub audit_rows: usize,
+    pub key_usage_days: usize,
 }
 
 impl Pruned {
@@ -227,6 +252,7 @@ impl Pruned {
             Prunable::Tokens => &mut self.refresh_tokens,
             Prunable::Families => &mut self.refresh_families,
             Prunable::Audit => &mut self.audit_rows,
+            Prunable::KeyUsage => &mut self.key_usage_days,
         };
         *field += rows;
     }

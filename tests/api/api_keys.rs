@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use secure_api::clock::Clock as _;
+
 use serde_json::{Value, json};
 
 use crate::helpers::{ManualClock, STRONG_PASSWORD, TestApp, TestResponse, assert_problem, db};
@@ -372,6 +374,9 @@ async fn both_credentials_at_once_or_a_malformed_key_are_refused() {
         .unwrap()
         .to_owned();
     let bearer = format!("Bearer {token}");
+    // The key with its last character changed (to one it was not).
+    let last = if key.ends_with('x') { "y" } else { "x" };
+    let altered = format!("{}{last}", &key[..key.len() - 1]);
     let both = app
         .request(
             "GET",
@@ -381,12 +386,7 @@ async fn both_credentials_at_once_or_a_malformed_key_are_refused() {
         )
         .await;
     assert_problem(&both, 400, "ambiguous_credentials");
-    for bad in [
-        "sak_short",
-        "nope",
-        &key[..key.len() - 1],
-        &format!("{}x", &key[..key.len() - 1]),
-    ] {
+    for bad in ["sak_short", "nope", &key[..key.len() - 1], &altered] {
         let response = me_with(&app, bad).await;
         assert_problem(&response, 401, "invalid_token");
         assert_eq!(response.header("www-authenticate"), Some("Bearer"));
@@ -612,4 +612,171 @@ async fn a_key_header_on_unknown_paths_or_public_routes_is_still_the_addresss_re
     assert_problem(&login, 429, "rate_limited");
     // The key itself still works where it authenticates.
     assert_eq!(me_with(&app, &key).await.status, 200);
+}
+
+/// Polls the key's usage until `done` holds, for at most the 5 s the
+/// contract allows.
+async fn usage_within_5s(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let path = format!("{KEYS}/{id}/usage");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = app.call("GET", &path, Some(token), None).await;
+        assert_eq!(
+            response.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let usage = response.json();
+        if done(&usage) {
+            return usage;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not current within 5 s: {usage}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn usage_counts_requests_and_denials_per_day_and_is_current_within_5_s() {
+    let clock = ManualClock::new();
+    let app_clock = Arc::clone(&clock);
+    let app = TestApp::spawn_with(move |c| {
+        c.clock = app_clock;
+        c.rate_limits = Some(secure_api::config::default_rate_limits());
+    })
+    .await;
+    let token = app.signed_in("ann").await.access_token();
+    let made = create(
+        &app,
+        &token,
+        json!({"name": "ci", "scopes": ["self:read"], "rate_limit": "3/minute"}),
+    )
+    .await;
+    let (key, id) = (made["key"].as_str().unwrap(), made["id"].as_str().unwrap());
+    let idle = create(&app, &token, json!({"name": "idle"})).await;
+
+    let first_day = clock.now().date();
+    assert_eq!(me_with(&app, key).await.status, 200);
+    assert_eq!(me_with(&app, key).await.status, 200);
+    let rename = with_key(
+        &app,
+        "PUT",
+        "/api/v1/users/me",
+        key,
+        Some(json!({"full_name": "A"})),
+    );
+    assert_problem(&rename.await, 403, "forbidden");
+    assert_problem(&me_with(&app, key).await, 429, "rate_limited");
+    // Not this key's requests: an invalid key, a public route.
+    assert_eq!(me_with(&app, "sak_notakey").await.status, 401);
+    assert_eq!(
+        with_key(&app, "GET", "/health", key, None).await.status,
+        200
+    );
+
+    let usage = usage_within_5s(&app, &token, id, |u| u["total"] == 4).await;
+    assert_eq!(
+        usage["days"],
+        json!([{"date": first_day.to_string(), "requests": 4, "denied": 2}])
+    );
+    assert_eq!(usage["last_used_ip"], "127.0.0.1");
+    let last_used = usage["last_used_at"].as_str().unwrap();
+    let last_used =
+        time::OffsetDateTime::parse(last_used, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    assert_eq!(last_used, clock.now());
+    let listed = app
+        .call("GET", &format!("{KEYS}/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(listed.json()["last_used_at"], usage["last_used_at"]);
+
+    let unused = app
+        .call(
+            "GET",
+            &format!("{KEYS}/{}/usage", idle["id"].as_str().unwrap()),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        unused.json(),
+        json!({"total": 0, "last_used_at": null, "last_used_ip": null, "days": []})
+    );
+
+    // The next day: a day of its own, newest first. The key's budget was
+    // spent within the minute (the limiter keeps real time): denied.
+    clock.advance(time::Duration::days(1));
+    let token = app
+        .login("ann@example.com", STRONG_PASSWORD)
+        .await
+        .access_token();
+    assert_problem(&me_with(&app, key).await, 429, "rate_limited");
+    let usage = usage_within_5s(&app, &token, id, |u| u["total"] == 5).await;
+    let second_day = first_day.next_day().unwrap();
+    assert_eq!(
+        usage["days"],
+        json!([
+            {"date": second_day.to_string(), "requests": 1, "denied": 1},
+            {"date": first_day.to_string(), "requests": 4, "denied": 2},
+        ])
+    );
+
+    // Only its owner reads it, and only through a session.
+    let bob = app.signed_in("bob").await.access_token();
+    let path = format!("{KEYS}/{id}/usage");
+    assert_problem(
+        &app.call("GET", &path, Some(&bob), None).await,
+        404,
+        "not_found",
+    );
+    let other_key = idle["key"].as_str().unwrap();
+    assert_problem(
+        &with_key(&app, "GET", &path, other_key, None).await,
+        403,
+        "session_required",
+    );
+    assert_problem(
+        &app.call(
+            "GET",
+            &format!("{KEYS}/not-a-key/usage"),
+            Some(&token),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn usage_is_never_written_per_request_and_is_written_at_shutdown() {
+    let mut app = TestApp::spawn_with(|c| {
+        c.key_usage_flush_every = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let token = app.signed_in("ann").await.access_token();
+    let made = create(&app, &token, json!({"name": "ci"})).await;
+    let (key, id) = (made["key"].as_str().unwrap(), made["id"].as_str().unwrap());
+    for _ in 0..5 {
+        assert_eq!(me_with(&app, key).await.status, 200);
+    }
+    assert_eq!(
+        db::stored_key_requests(&app, id),
+        0,
+        "nothing is written per request"
+    );
+    app.shut_down().await;
+    assert_eq!(
+        db::stored_key_requests(&app, id),
+        5,
+        "the tally is written at shutdown"
+    );
 }

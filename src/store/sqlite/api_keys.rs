@@ -1,10 +1,11 @@
 //! API key rows: digests only, never a key.
 
 use rusqlite::{Connection, OptionalExtension, Row};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use super::users::{AFTER_USER, USER_COLUMNS_OF_U, user_from_row};
 use crate::domain::api_key::{ApiKey, KeySubject, NewApiKey, Scopes};
+use crate::domain::key_usage::{DayCount, KeyUsage, UsageDelta};
 use crate::domain::rate::Rate;
 use crate::store::StoreError;
 
@@ -160,4 +161,93 @@ pub(super) fn revoke(
         )?
         .execute((key_id, now.unix_timestamp()))?;
     Ok(revoked == 1)
+}
+
+pub(super) fn add_usage(tx: &Connection, delta: &UsageDelta) -> Result<(), StoreError> {
+    let requests = i64::try_from(delta.requests()).unwrap_or(i64::MAX);
+    let last_used_at = delta.last_used_at.unix_timestamp();
+    // Every SET expression sees the row as it was: the address follows the
+    // time only when the time moves forward (another node may have flushed
+    // a later use first).
+    let found = tx
+        .prepare_cached(
+            "UPDATE api_keys SET total_requests = total_requests + ?2, \
+             last_used_ip = CASE WHEN coalesce(last_used_at, 0) <= ?3 THEN ?4 ELSE last_used_ip END, \
+             last_used_at = max(coalesce(last_used_at, 0), ?3) \
+             WHERE id = ?1",
+        )?
+        .execute((
+            &delta.key_id,
+            requests,
+            last_used_at,
+            delta.last_used_ip.to_string(),
+        ))?;
+    if found == 0 {
+        return Ok(());
+    }
+    let mut add_day = tx.prepare_cached(
+        "INSERT INTO api_key_usage (key_id, day, requests, denied) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (key_id, day) DO UPDATE SET requests = requests + excluded.requests, \
+         denied = denied + excluded.denied",
+    )?;
+    for day in &delta.days {
+        add_day.execute((
+            &delta.key_id,
+            day.date.to_julian_day(),
+            i64::try_from(day.requests).unwrap_or(i64::MAX),
+            i64::try_from(day.denied).unwrap_or(i64::MAX),
+        ))?;
+    }
+    Ok(())
+}
+
+fn count(row: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(idx)?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+pub(super) fn usage(
+    conn: &Connection,
+    key_id: &str,
+    since: Date,
+) -> Result<Option<KeyUsage>, StoreError> {
+    let Some(mut usage) = conn
+        .prepare_cached(
+            "SELECT total_requests, last_used_at, last_used_ip FROM api_keys \
+             WHERE id = ?1 AND revoked_at IS NULL",
+        )?
+        .query_row([key_id], |row| {
+            let last_used: Option<i64> = row.get(1)?;
+            Ok(KeyUsage {
+                total: count(row, 0)?,
+                last_used_at: last_used.map(time_at).transpose()?,
+                last_used_ip: row.get(2)?,
+                days: Vec::new(),
+            })
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    usage.days = conn
+        .prepare_cached(
+            "SELECT day, requests, denied FROM api_key_usage WHERE key_id = ?1 AND day >= ?2 \
+             ORDER BY day DESC",
+        )?
+        .query_map((key_id, since.to_julian_day()), |row| {
+            let day: i32 = row.get(0)?;
+            Ok(DayCount {
+                date: Date::from_julian_day(day).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Integer,
+                        Box::new(e),
+                    )
+                })?,
+                requests: count(row, 1)?,
+                denied: count(row, 2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(usage))
 }

@@ -1,15 +1,14 @@
-//! Retention: expired refresh tokens and families, and audit rows past their
-//! retention, deleted in small batches. Each batch is one short write
+//! Retention: expired refresh tokens and families, audit rows past their
+//! retention and API key usage no longer shown, deleted in small batches. Each batch is one short write
 //! transaction that finds its rows through an index (see `explain` in the
 //! tests), so the write lock is never held for long, however large the
 //! backlog.
 
 use rusqlite::Connection;
-use time::OffsetDateTime;
 
 use super::users::format_time;
 use crate::store::StoreError;
-use crate::store::rows::Prunable;
+use crate::store::rows::{Cutoffs, Prunable};
 
 fn sql(what: Prunable) -> &'static str {
     match what {
@@ -25,26 +24,30 @@ fn sql(what: Prunable) -> &'static str {
             "DELETE FROM audit_log WHERE id IN \
              (SELECT id FROM audit_log WHERE occurred_at < ?1 LIMIT ?2)"
         }
+        Prunable::KeyUsage => {
+            "DELETE FROM api_key_usage WHERE (key_id, day) IN \
+             (SELECT key_id, day FROM api_key_usage WHERE day < ?1 LIMIT ?2)"
+        }
     }
 }
 
 /// Deletes at most `limit` rows of one kind. Sessions compare unix seconds
 /// with `sessions_before`, audit rows their RFC 3339 time (whole seconds,
-/// so text order is time order) with `audit_before`.
+/// so text order is time order) with `audit_before`, usage its Julian day.
 pub(super) fn delete_batch(
     tx: &Connection,
     what: Prunable,
-    sessions_before: OffsetDateTime,
-    audit_before: OffsetDateTime,
+    cutoffs: Cutoffs,
     limit: usize,
 ) -> Result<usize, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut statement = tx.prepare_cached(sql(what))?;
     let deleted = match what {
         Prunable::Tokens | Prunable::Families => {
-            statement.execute((sessions_before.unix_timestamp(), limit))?
+            statement.execute((cutoffs.sessions_before.unix_timestamp(), limit))?
         }
-        Prunable::Audit => statement.execute((format_time(audit_before)?, limit))?,
+        Prunable::Audit => statement.execute((format_time(cutoffs.audit_before)?, limit))?,
+        Prunable::KeyUsage => statement.execute((cutoffs.usage_before.to_julian_day(), limit))?,
     };
     Ok(deleted)
 }
@@ -54,7 +57,7 @@ mod tests {
     use super::*;
     use crate::store::rows::Pruned;
     use crate::store::{PoolOptions, Store};
-    use time::Duration;
+    use time::{Duration, OffsetDateTime};
 
     const BATCH: usize = 500;
 
@@ -123,7 +126,30 @@ mod tests {
             )
             .unwrap();
         }
+        conn.execute(
+            "INSERT INTO api_keys (id, user_id, name, prefix, digest, scopes, rate_limit, \
+             created_at, expires_at) VALUES ('k1', 'u1', 'ci', 'sak_x', 'd', '', '1/second', 0, 0)",
+            [],
+        )
+        .unwrap();
+        // 700 days of use: the last 30 (today included) stay.
+        let today = now.date().to_julian_day();
+        for day in today - 699..=today {
+            conn.execute(
+                "INSERT INTO api_key_usage (key_id, day, requests, denied) VALUES ('k1', ?1, 1, 0)",
+                [day],
+            )
+            .unwrap();
+        }
         conn.execute_batch("COMMIT").unwrap();
+    }
+
+    fn cutoffs(now: OffsetDateTime) -> Cutoffs {
+        Cutoffs {
+            sessions_before: now - Duration::hours(1),
+            audit_before: now - Duration::days(365),
+            usage_before: now.date() - Duration::days(29),
+        }
     }
 
     fn ids(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
@@ -148,18 +174,14 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         seed(&conn, now);
 
-        let sessions_before = now - Duration::hours(1);
-        let audit_before = now - Duration::days(365);
-        let pruned = store
-            .prune(sessions_before, audit_before, BATCH)
-            .await
-            .unwrap();
+        let pruned = store.prune(cutoffs(now), BATCH).await.unwrap();
         assert_eq!(
             pruned,
             Pruned {
                 refresh_tokens: 2401,
                 refresh_families: 1200,
                 audit_rows: 1300,
+                key_usage_days: 670,
             }
         );
         assert_eq!(
@@ -178,12 +200,13 @@ mod tests {
             .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
             .unwrap();
         assert_eq!(users, 1);
+        let oldest_day: i32 = conn
+            .query_row("SELECT min(day) FROM api_key_usage", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(oldest_day, now.date().to_julian_day() - 29);
 
         // A second pass finds nothing more.
-        let again = store
-            .prune(sessions_before, audit_before, BATCH)
-            .await
-            .unwrap();
+        let again = store.prune(cutoffs(now), BATCH).await.unwrap();
         assert!(!again.any(), "{again:?}");
     }
 
@@ -198,7 +221,7 @@ mod tests {
         seed(&conn, now);
         let tx = conn.transaction().unwrap();
         for what in Prunable::ALL {
-            let deleted = delete_batch(&tx, what, now, now - Duration::days(365), BATCH).unwrap();
+            let deleted = delete_batch(&tx, what, cutoffs(now), BATCH).unwrap();
             assert_eq!(deleted, BATCH, "{what:?}");
         }
     }
@@ -225,7 +248,9 @@ mod tests {
                 .any(|step| step.starts_with("SCAN") && !step.contains("INDEX"));
             assert!(!scans_a_table, "{what:?} scans a table:\n{plan}");
             assert!(
-                plan.contains("_expiry") || plan.contains("audit_log_time"),
+                ["_expiry", "audit_log_time", "api_key_usage_day"]
+                    .iter()
+                    .any(|index| plan.contains(index)),
                 "{what:?}:\n{plan}"
             );
         }

@@ -17,6 +17,7 @@ pub const STEPS: &[&str] = &[
     include_str!("../../../migrations/0003_retention_and_storage_probe.sql"),
     include_str!("../../../migrations/0004_two_factor_and_sessions.sql"),
     include_str!("../../../migrations/0005_api_keys.sql"),
+    include_str!("../../../migrations/0006_api_key_usage.sql"),
 ];
 
 /// A schema and the steps that reach it; the real one is [`Plan::CURRENT`].

@@ -23,22 +23,23 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use thread_local::ThreadLocal;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use super::rows::{
-    AuditRecord, NewRefreshToken, NewSession, Prunable, Reads, Rows, SessionEnd, SessionRecord,
-    StoredRefresh, TwoFactorState, Tx,
+    AuditRecord, Cutoffs, NewRefreshToken, NewSession, Prunable, Reads, Rows, SessionEnd,
+    SessionRecord, StoredRefresh, TwoFactorState, Tx,
 };
 use super::{BackendError, PoolOptions, StoreError};
 use crate::domain::api_key::{ApiKey, KeySubject, NewApiKey};
 use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::key_usage::{KeyUsage, UsageDelta};
 use crate::domain::lockout::{AfterFailure, GuardState};
 use crate::domain::policy::UserPatch;
 use crate::domain::role::Role;
 use crate::domain::user::{AuthState, Credentials, NewUser, TokenSubject, User};
 use crate::files;
 use migrations::Plan;
-use user_cache::UserCache;
+use user_cache::{UserCache, WatchedConnection};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,6 +165,9 @@ pub(super) struct Sqlite {
     /// lock (busy timeout 0), for the one read on every authenticated request.
     fast_readers: ThreadLocal<RefCell<Connection>>,
     user_cache: std::sync::Arc<UserCache>,
+    /// The connection the cache's watcher looks through, for writes that
+    /// must not empty the cache.
+    watched: std::sync::Arc<WatchedConnection>,
 }
 
 impl Sqlite {
@@ -193,8 +197,9 @@ impl Sqlite {
             .test_on_check_out(false)
             .build(manager)?;
         let user_cache = std::sync::Arc::new(UserCache::new(options.user_cache_entries));
+        let watched = std::sync::Arc::new(WatchedConnection::new(path));
         if user_cache.enabled() {
-            user_cache::watch_other_writers(&user_cache, path)
+            user_cache::watch_other_writers(&user_cache, std::sync::Arc::clone(&watched))
                 .map_err(|e| StoreError::io("cannot start the database watcher thread", e))?;
         }
         Ok(Self {
@@ -202,6 +207,7 @@ impl Sqlite {
             path: path.to_owned(),
             fast_readers: ThreadLocal::new(),
             user_cache,
+            watched,
         })
     }
 
@@ -227,6 +233,17 @@ impl Sqlite {
         // that saw the old generation must not keep what it read.
         self.user_cache.invalidate();
         result
+    }
+
+    /// `write` for a script that changes nothing the user cache holds (API
+    /// key usage): it runs on the watcher's connection, so neither this
+    /// process nor its watcher empties the cache for it.
+    pub(super) fn write_quiet<T, E: From<StoreError>>(
+        &self,
+        now: OffsetDateTime,
+        work: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<(T, Vec<AuditEvent>), E> {
+        self.watched.write(|conn| in_transaction(conn, now, work))
     }
 
     /// Whether a write could start now; while writes are failing (`probe`),
@@ -449,6 +466,10 @@ impl Reads for SqliteRows<'_> {
         api_keys::subject(self.0, digest)
     }
 
+    fn key_usage(&mut self, key_id: &str, since: Date) -> Result<Option<KeyUsage>, StoreError> {
+        api_keys::usage(self.0, key_id, since)
+    }
+
     fn settings(&mut self) -> Result<Vec<(String, String)>, StoreError> {
         settings::all(self.0)
     }
@@ -615,6 +636,10 @@ impl Rows for SqliteRows<'_> {
         api_keys::revoke(self.0, key_id, now)
     }
 
+    fn add_key_usage(&mut self, delta: &UsageDelta) -> Result<(), StoreError> {
+        api_keys::add_usage(self.0, delta)
+    }
+
     fn insert_audit(&mut self, event: &AuditEvent, now: OffsetDateTime) -> Result<(), StoreError> {
         audit::insert(self.0, event, now)
     }
@@ -622,11 +647,10 @@ impl Rows for SqliteRows<'_> {
     fn delete_expired(
         &mut self,
         what: Prunable,
-        sessions_before: OffsetDateTime,
-        audit_before: OffsetDateTime,
+        cutoffs: Cutoffs,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        housekeeping::delete_batch(self.0, what, sessions_before, audit_before, limit)
+        housekeeping::delete_batch(self.0, what, cutoffs, limit)
     }
 }
 
@@ -683,5 +707,30 @@ mod tests {
             );
         }
         assert!(!StoreError::from(rusqlite::Error::QueryReturnedNoRows).is_unavailable());
+    }
+
+    /// Usage is flushed every few seconds under load: it must leave the
+    /// user cache as it is, where any other write empties it.
+    #[test]
+    fn a_usage_flush_keeps_the_user_cache_and_other_writes_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PoolOptions {
+            connections: 2,
+            user_cache_entries: 10,
+            max_pages: None,
+        };
+        let db = Sqlite::open(&dir.path().join("t.db"), options).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let delta = UsageDelta {
+            key_id: "no-such-key".to_owned(),
+            last_used_at: now,
+            last_used_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            days: Vec::new(),
+        };
+        let before = db.cache_generation();
+        db.write_quiet(now, |tx| tx.add_key_usage(&delta)).unwrap();
+        assert_eq!(db.cache_generation(), before);
+        db.write(now, |tx| tx.put_setting("a", "1")).unwrap();
+        assert_ne!(db.cache_generation(), before);
     }
 }

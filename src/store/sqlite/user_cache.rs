@@ -18,6 +18,11 @@
 //! with `sqlite3`) are noticed by a watcher that compares SQLite's
 //! `PRAGMA data_version` every `WATCH_EVERY`.
 //!
+//! Writes that change nothing an entry holds (API key usage, flushed every
+//! few seconds) must not empty the cache: they commit on the watcher's own
+//! connection (`WatchedConnection::write`), whose commits its
+//! `data_version` does not count, and bump no generation.
+//!
 //! This is a property of the single-node SQLite store: a store shared by
 //! several nodes must invalidate from the database's own change feed instead.
 
@@ -25,11 +30,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use thread_local::ThreadLocal;
+
+use super::{BUSY_TIMEOUT, READ_WRITE, open_connection};
+use crate::store::StoreError;
 
 use crate::domain::api_key::KeySubject;
 use crate::domain::user::TokenSubject;
@@ -143,52 +151,96 @@ impl UserCache {
     }
 }
 
-/// Starts the thread that invalidates `cache` when another process commits to
-/// the database at `path`; it ends when the cache is dropped.
-pub fn watch_other_writers(cache: &Arc<UserCache>, path: &Path) -> std::io::Result<()> {
+/// How long a look at `data_version` waits for a lock.
+const WATCH_BUSY_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The connection the watcher looks through, opened on first use and again
+/// after an error.
+pub struct WatchedConnection {
+    path: std::path::PathBuf,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl WatchedConnection {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            conn: Mutex::new(None),
+        }
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = open_connection(&self.path, READ_WRITE)?;
+        conn.busy_timeout(WATCH_BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+
+    /// Changes whenever another connection has committed since the last
+    /// look; `None` when it cannot be read (a lock held for long, a broken
+    /// connection), which may hide a change.
+    pub fn data_version(&self) -> Option<i64> {
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            *guard = self.open().ok();
+        }
+        let version = guard
+            .as_ref()?
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .ok();
+        if version.is_none() {
+            *guard = None;
+        }
+        version
+    }
+
+    /// Runs `work` on this connection, with the usual busy timeout: what it
+    /// commits is not a change to the watcher.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            *guard = Some(self.open()?);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(E::from(StoreError::Busy));
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(StoreError::from)?;
+        let result = work(conn);
+        if conn.busy_timeout(WATCH_BUSY_TIMEOUT).is_err() {
+            // A look at `data_version` must not wait for seconds: start afresh.
+            *guard = None;
+        }
+        result
+    }
+}
+
+/// Starts the thread that invalidates `cache` when another connection (in
+/// practice another process) commits to the database; it ends when the
+/// cache is dropped.
+pub fn watch_other_writers(
+    cache: &Arc<UserCache>,
+    watched: Arc<WatchedConnection>,
+) -> std::io::Result<()> {
     let cache: Weak<UserCache> = Arc::downgrade(cache);
-    let path = path.to_owned();
     std::thread::Builder::new()
         .name("secure-api-dbwatch".to_owned())
         .spawn(move || {
             let mut last = None;
-            let mut conn = None;
             loop {
                 std::thread::sleep(WATCH_EVERY);
                 let Some(cache) = cache.upgrade() else {
                     return;
                 };
-                if conn.is_none() {
-                    conn = open_watch_connection(&path);
-                }
-                let version = conn.as_ref().and_then(data_version);
-                // An unreadable version (a lock held for long, a broken
-                // connection) may hide a change: drop everything, reconnect.
+                let version = watched.data_version();
                 if version.is_none() || version != last {
                     cache.invalidate();
-                }
-                if version.is_none() {
-                    conn = None;
                 }
                 last = version;
             }
         })
         .map(|_| ())
-}
-
-fn open_watch_connection(path: &Path) -> Option<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .ok()?;
-    conn.busy_timeout(Duration::from_millis(50)).ok()?;
-    Some(conn)
-}
-
-fn data_version(conn: &Connection) -> Option<i64> {
-    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
-        .ok()
 }
 
 #[cfg(test)]
@@ -236,6 +288,33 @@ mod tests {
         cache.invalidate();
         cache.put(read_at, "u1", &state("stale"));
         assert!(cache.get("u1").is_none());
+    }
+
+    /// The ground the usage flush stands on: a commit through the watched
+    /// connection is no change to the watcher, another connection's is.
+    #[test]
+    fn the_watcher_sees_other_connections_commits_but_not_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut admin = super::super::open_admin_connection(&path, true).unwrap();
+        super::super::migrations::Plan::CURRENT
+            .migrate(&mut admin)
+            .unwrap();
+        let watched = WatchedConnection::new(&path);
+        let before = watched.data_version().unwrap();
+
+        watched
+            .write(|conn| {
+                conn.execute("INSERT INTO settings (key, value) VALUES ('a', '1')", [])
+                    .map_err(StoreError::from)
+            })
+            .unwrap();
+        assert_eq!(watched.data_version(), Some(before));
+
+        admin
+            .execute("INSERT INTO settings (key, value) VALUES ('b', '2')", [])
+            .unwrap();
+        assert_ne!(watched.data_version(), Some(before));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub struct TestApp {
     pub dir: TempDir,
     pub tls: Arc<ClientConfig>,
     stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
     /// An admin's token for giving accounts their roles through the API:
     /// the first admin `account` made, or one made for the purpose when a
     /// test asks for a viewer or moderator before any admin.
@@ -59,7 +60,7 @@ impl TestApp {
             .expect("application builds");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
+        let serving = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         let tls = client_config(&data_dir.join("tls-cert.pem"), &[b"http/1.1"]);
@@ -68,6 +69,7 @@ impl TestApp {
             dir,
             tls,
             stop: Some(stop),
+            serving: Some(serving),
             role_giver: tokio::sync::Mutex::new(None),
         }
     }
@@ -237,6 +239,22 @@ impl TestApp {
             headers.push(("content-type", "application/json"));
         }
         self.request(method, path, &headers, bytes.as_deref()).await
+    }
+}
+
+impl TestApp {
+    /// Stops the server as a signal would, and waits until it has finished
+    /// (drained, and written what it writes at shutdown).
+    pub async fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            tokio::time::timeout(Duration::from_secs(30), serving)
+                .await
+                .expect("the server stops")
+                .expect("the server task ends normally");
+        }
     }
 }
 

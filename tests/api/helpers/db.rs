@@ -425,3 +425,12 @@ pub fn database_bytes(data_dir: &Path) -> Vec<u8> {
     }
     bytes
 }
+
+/// Requests stored for an API key: what its usage flushes have written.
+pub fn stored_key_requests(app: &TestApp, key_id: &str) -> i64 {
+    scalar(
+        app,
+        "SELECT total_requests FROM api_keys WHERE id = ?1",
+        &[key_id],
+    )
+}
