@@ -780,3 +780,129 @@ async fn usage_is_never_written_per_request_and_is_written_at_shutdown() {
         "the tally is written at shutdown"
     );
 }
+
+/// SHA-256 of the key in lowercase hex, as a careless server would store or
+/// log it.
+fn digest_hex(key: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    data_encoding::HEXLOWER.encode(digest.as_ref())
+}
+
+#[tokio::test]
+async fn no_key_or_digest_leaves_in_a_response_a_log_line_or_an_audit_row_and_the_file_holds_no_key()
+ {
+    use crate::helpers::{client_config, send_http1, start_server, tls_connect};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(&data, &[]).await;
+    let tls = client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);
+    let send = async |method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>| {
+        let bytes = body.map(|b| b.to_string());
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        let stream = tls_connect(server.addr, Arc::clone(&tls)).await;
+        send_http1(
+            stream,
+            method,
+            path,
+            &all,
+            bytes.as_deref().map(str::as_bytes),
+        )
+        .await
+    };
+    let register =
+        json!({"username": "ann", "email": "ann@example.com", "password": STRONG_PASSWORD});
+    assert_eq!(
+        send("POST", "/api/v1/auth/register", &[], Some(register))
+            .await
+            .status,
+        201
+    );
+    let login = json!({"email": "ann@example.com", "password": STRONG_PASSWORD});
+    let token = send("POST", "/api/v1/auth/login", &[], Some(login))
+        .await
+        .access_token();
+    let bearer = format!("Bearer {token}");
+    let session = [("authorization", bearer.as_str())];
+
+    // The only answers that may carry a key: its creation and its rotation.
+    let made = send("POST", KEYS, &session, Some(json!({"name": "ci"}))).await;
+    let other = send("POST", KEYS, &session, Some(json!({"name": "spare"}))).await;
+    let first = made.json()["key"].as_str().unwrap().to_owned();
+    let spare = other.json()["key"].as_str().unwrap().to_owned();
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let spare_id = other.json()["id"].as_str().unwrap().to_owned();
+    let rotated = send("POST", &format!("{KEYS}/{id}/rotate"), &session, None).await;
+    assert_eq!(rotated.status, 200);
+    let second = rotated.json()["key"].as_str().unwrap().to_owned();
+    let keys = [first.clone(), second.clone(), spare.clone()];
+    for (answer, own) in [(&made, &first), (&other, &spare), (&rotated, &second)] {
+        let text = String::from_utf8_lossy(&answer.body);
+        for key in &keys {
+            assert_eq!(text.contains(key.as_str()), key == own, "{text}");
+            assert!(!text.contains(&digest_hex(key)));
+        }
+    }
+
+    let mut answers = Vec::new();
+    let last = if first.ends_with('x') { "y" } else { "x" };
+    let altered = format!("{}{last}", &first[..first.len() - 1]);
+    for key in [&first, &second, &spare, &altered] {
+        let as_key = [("x-api-key", key.as_str())];
+        answers.push(send("GET", "/api/v1/users/me", &as_key, None).await);
+        answers.push(send("GET", "/api/v1/users", &as_key, None).await);
+        answers.push(send("POST", "/api/v1/auth/logout-all", &as_key, None).await);
+        let both = [
+            ("x-api-key", key.as_str()),
+            ("authorization", bearer.as_str()),
+        ];
+        answers.push(send("GET", "/api/v1/users/me", &both, None).await);
+    }
+    answers.push(send("GET", KEYS, &session, None).await);
+    answers.push(send("GET", &format!("{KEYS}/{id}"), &session, None).await);
+    answers.push(send("GET", &format!("{KEYS}/{id}/usage"), &session, None).await);
+    answers.push(send("DELETE", &format!("{KEYS}/{spare_id}"), &session, None).await);
+    answers.push(send("GET", "/api/v1/users/me", &[("x-api-key", &spare)], None).await);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert!(
+        statuses.contains(&200) && statuses.contains(&401),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&403) && statuses.contains(&400),
+        "{statuses:?}"
+    );
+    for answer in &answers {
+        let text = format!(
+            "{:?}{}",
+            answer.headers,
+            String::from_utf8_lossy(&answer.body)
+        );
+        for key in &keys {
+            assert!(!text.contains(&key[12..]), "a key in {text}");
+            assert!(!text.contains(&digest_hex(key)), "a digest in {text}");
+        }
+    }
+
+    let (status, stdout, stderr) = server.stop_with_logs().await;
+    assert!(status.success());
+    let logs = format!("{stdout}{stderr}");
+    let audit = db::every_audit_value(&data.join("secure-api.db"));
+    assert!(audit.contains("api_key_created") && audit.contains("api_key_rejected"));
+    let mut stored = std::fs::read(data.join("secure-api.db")).unwrap();
+    if let Ok(wal) = std::fs::read(data.join("secure-api.db-wal")) {
+        stored.extend(wal);
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    for key in &keys {
+        let (secret, digest) = (&key[12..], digest_hex(key));
+        assert!(!logs.contains(secret) && !logs.contains(&digest), "logged");
+        assert!(
+            !audit.contains(secret) && !audit.contains(&digest),
+            "audited"
+        );
+        assert!(!stored.contains(secret), "the database file holds a key");
+    }
+    // What is stored instead: the digest, for the lookup.
+    assert!(stored.contains(&digest_hex(&second)));
+}

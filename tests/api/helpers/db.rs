@@ -434,3 +434,28 @@ pub fn stored_key_requests(app: &TestApp, key_id: &str) -> i64 {
         &[key_id],
     )
 }
+
+/// Every value of every stored audit row, as text, one row per line.
+pub fn every_audit_value(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut statement = conn.prepare("SELECT * FROM audit_log ORDER BY id").unwrap();
+    let columns = statement.column_count();
+    let rows = statement
+        .query_map([], |row| {
+            let values: Vec<String> = (0..columns)
+                .map(|i| match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => String::new(),
+                    rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                    rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
+                })
+                .collect();
+            Ok(values.join("\t"))
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows.join("\n")
+}
