@@ -602,6 +602,27 @@ def analyze_log(path):
     return res
 
 
+def flush_lines(path):
+    """The API key usage flushes a server logged (debug): count, keys, durations."""
+    durations, keys = [], 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "API key usage written" not in line:
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            fields = obj.get("fields", obj)
+            durations.append(int(fields.get("duration_us", 0)))
+            keys += int(fields.get("keys", 0))
+    durations.sort()
+    return {"flushes": len(durations), "keys_written": keys,
+            "duration_us_total": sum(durations),
+            "duration_us_median": statistics.median(durations) if durations else None,
+            "duration_us_max": durations[-1] if durations else None}
+
+
 # --------------------------------------------------------------------------
 # the run
 
@@ -750,6 +771,43 @@ def main():
         sa_nc.stop()
         servers.remove(sa_nc)
         results["logs"]["nocache (b')"] = analyze_log(sa_nc.out_path)
+
+        # ---- 4b''. /users/me with X-API-Key beside Bearer on one server, rate limits on
+        # (so each path pays its own limiter: the key's GCRA, the address's), and the
+        # cost of writing the keys' usage, read from its debug lines.
+        high = "1000000/second"
+        sa_k = start_sa("keys", tmp, data, free_port(),
+                        ["--rate-limit", high, "--api-key-max-rate-limit", high,
+                         "--log-level", "info,secure_api::app=debug"])
+        servers.append(sa_k)
+        key_token = login(sa_k.port)
+        st, made = api(sa_k.port, "POST", "/api/v1/api-keys",
+                       {"name": "bench", "scopes": ["self:read"], "rate_limit": high},
+                       token=key_token)
+        if st != 201:
+            raise RuntimeError(f"creating an API key answered {st}: {made}")
+        api_key = made["key"]
+        bearer_lua = make_lua(tmp, "me_bearer", headers={"Authorization": f"Bearer {key_token}"})
+        key_lua = make_lua(tmp, "me_key", headers={"X-API-Key": api_key})
+        raw["b_key"] = {"bearer": [], "api_key": [], "limit": []}
+        for rnd in range(args.rounds):
+            for name, srv, path, script in (
+                    ("bearer", sa_k, "/api/v1/users/me", bearer_lua),
+                    ("api_key", sa_k, "/api/v1/users/me", key_lua),
+                    ("limit", lim, "/", plain)):
+                log(f"b'': GET {path} round {rnd + 1} with {name}")
+                r = measured([srv.pid], lambda: run_wrk(srv.port, path, script, D, C, T))
+                r["cpu_us_per_req"] = cpu_us_per_req(r, srv.pid)
+                raw["b_key"][name].append(r)
+                if name == "api_key":
+                    time.sleep(2.5)  # the last flush of the round lands before the next
+        st, usage = api(sa_k.port, "GET", f"/api/v1/api-keys/{made['id']}/usage",
+                        token=key_token)
+        raw["b_key_usage"] = usage if st == 200 else {"status": st}
+        sa_k.stop()
+        servers.remove(sa_k)
+        raw["b_key_flushes"] = flush_lines(sa_k.out_path)
+        results["logs"]["keys (b'')"] = analyze_log(sa_k.out_path)
 
         # ---- 4c. logins/s against the Argon2 bound
         log("c: timing one Argon2 hash (hash_timing example)")
@@ -996,7 +1054,31 @@ def compute(res, cores, workers, defaults):
     l0c = best(b0["limit"], "cpu_us_per_req", min)
     F.append(fig("b0.cpu", "users/me server CPU µs/request with --user-cache-entries 0", s0c, l0c,
                  ratio(s0c, l0c), unit="µs", ref_label="limit server"))
+    bk = raw["b_key"]
+    kc = best(bk["api_key"], "cpu_us_per_req", min)
+    bc = best(bk["bearer"], "cpu_us_per_req", min)
+    lc = best(bk["limit"], "cpu_us_per_req", min)
+    F.append(fig("b.key.cpu", "GET /api/v1/users/me server CPU µs/request: X-API-Key vs Bearer "
+                 "(one server, rate limits on)", kc, bc, ratio(kc, bc), 1.15, "<=", "µs",
+                 "Bearer"))
+    F.append(fig("b.key.cpu.limit", "GET /api/v1/users/me with X-API-Key server CPU µs/request "
+                 "vs limit GET /", kc, lc, ratio(kc, lc), 2.5, "<=", "µs", "limit server"))
+    kr, br = best(bk["api_key"], "rps"), best(bk["bearer"], "rps")
+    F.append(fig("b.key.rps", "GET /api/v1/users/me req/s: X-API-Key vs Bearer", kr, br,
+                 ratio(kr, br), unit="req/s", ref_label="Bearer"))
+    fl = raw["b_key_flushes"]
+    key_run_s = sum(r["duration_us"] for r in bk["api_key"]) / 1e6
+    key_requests = sum(r["requests"] for r in bk["api_key"])
+    F.append(fig("b.key.flush", f"usage flushes during the X-API-Key runs: {fl['flushes']} "
+                 f"writes for {key_requests:,} requests, median "
+                 f"{fmt(fl['duration_us_median'])} µs, max {fmt(fl['duration_us_max'])} µs; "
+                 "time spent writing vs the runs' time",
+                 fl["duration_us_total"] / 1000, key_run_s * 1000,
+                 ratio(fl["duration_us_total"] / 1e6, key_run_s), unit="ms",
+                 ref_label="X-API-Key run time"))
     b_non2xx = sum(r["errors"]["status"] for r in b["secure_api"])
+    b_non2xx += sum(r["errors"]["status"] for r in bk["api_key"])
+    b_non2xx += sum(r["errors"]["status"] for r in bk["bearer"])
     b_non2xx += sum(r["errors"]["status"] for r in b0["secure_api"])
     c = raw["c_login"]
     F.append(fig("c.login", f"POST /auth/login logins/s at concurrency {2 * cores} "
@@ -1064,6 +1146,7 @@ def compute(res, cores, workers, defaults):
                  s_u / 1000, s_b / 1000, ratio(s_u, s_b), unit="ms", ref_label="without"))
     res["notes"] = {
         "b_users_me_non_2xx": b_non2xx,
+        "b_key_usage_total": raw.get("b_key_usage", {}).get("total"),
         "c_statuses": c["statuses"],
         "d_flood_statuses": fd["statuses"],
         "d_flood_wrk_errors": fd["errors"],
