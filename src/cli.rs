@@ -319,6 +319,17 @@ pub struct MigrateArgs {
     /// Only report: exit 0 when up to date, 1 when a migration is pending
     #[arg(long)]
     pub check: bool,
+    /// A `postgres://` URL: migrate that PostgreSQL database instead of the
+    /// SQLite file in the data directory (sslmode=verify-full by default,
+    /// sslrootcert= names the CA; prefer the environment variable to the
+    /// flag when the URL holds a password)
+    #[arg(
+        long,
+        env = "SECURE_API_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

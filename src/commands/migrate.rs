@@ -1,20 +1,23 @@
 use crate::cli::MigrateArgs;
 use crate::commands::NegativeOutcome;
-use crate::store::{self, SchemaStatus as Status};
+use crate::store::{self, Location, PostgresUrl, SchemaStatus as Status};
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let data_dir = &args.data_dir.data_dir;
-    let path = store::database_path(data_dir);
-    let target = store::schema_target();
+    let location = match &args.database_url {
+        Some(url) => Location::Postgres(Box::new(PostgresUrl::parse(url)?)),
+        None => Location::Sqlite {
+            data_dir: args.data_dir.data_dir.clone(),
+        },
+    };
+    let target = store::schema_target(&location);
     if args.check {
-        return match store::schema_status(data_dir)? {
+        return match store::schema_status(&location)? {
             Some(Status::Current(v)) => {
                 println!("database is up to date (schema version {v})");
                 Ok(())
             }
             None | Some(Status::Empty) => Err(NegativeOutcome(format!(
-                "no database yet at {}; `secure-api migrate` creates it at schema version {target}",
-                path.display()
+                "no database yet at {location}; `secure-api migrate` creates it at schema version {target}"
             ))
             .into()),
             Some(Status::Behind { found, target }) => Err(NegativeOutcome(format!(
@@ -24,16 +27,16 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
             Some(status) => Err(store::schema_refusal(status).into()),
         };
     }
-    crate::files::ensure_private_dir(&args.data_dir.data_dir)?;
-    let outcome = store::migrate(data_dir)?;
+    if let Location::Sqlite { data_dir } = &location {
+        crate::files::ensure_private_dir(data_dir)?;
+    }
+    let outcome = store::migrate(&location)?;
     if outcome.from == outcome.to {
         println!("database is up to date (schema version {})", outcome.to);
     } else {
         println!(
-            "migrated {} from schema version {} to {}",
-            path.display(),
-            outcome.from,
-            outcome.to
+            "migrated {location} from schema version {} to {}",
+            outcome.from, outcome.to
         );
     }
     Ok(())

@@ -6,7 +6,9 @@
 //! backend.
 
 mod health;
+mod postgres;
 pub mod rows;
+pub mod schema;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -16,15 +18,14 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+pub use self::postgres::url::{PostgresUrl, UrlError};
 use crate::domain::api_key::KeySubject;
 use crate::domain::audit::AuditEvent;
 use crate::domain::key_usage::UsageDelta;
 use crate::domain::user::TokenSubject;
 use health::StorageHealth;
 use rows::{Cutoffs, Prunable, Pruned, Reads, Tx};
-pub use sqlite::migrations::{
-    Outcome as MigrationOutcome, Status as SchemaStatus, refusal as schema_refusal,
-};
+pub use schema::{Outcome as MigrationOutcome, Status as SchemaStatus, refusal as schema_refusal};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "secure-api.db";
@@ -47,6 +48,10 @@ pub enum StoreError {
     Unavailable(BackendError),
     #[error("{0}")]
     Schema(String),
+    /// The database cannot even be tried as configured (a CA file that
+    /// cannot be read): the operator's to fix.
+    #[error("{0}")]
+    Config(String),
     #[error("no database at {0}")]
     Missing(PathBuf),
     #[error("{0}")]
@@ -379,21 +384,53 @@ impl OfflineStore {
     }
 }
 
-/// Brings the database in `data_dir` to the current schema, creating it if
-/// missing (`secure-api migrate`).
-pub fn migrate(data_dir: &Path) -> Result<MigrationOutcome, StoreError> {
-    sqlite::migrate(&data_dir.join(DB_FILE))
+/// Where the data lives: the embedded SQLite file in a data directory, or a
+/// PostgreSQL database shared by many nodes.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Sqlite { data_dir: PathBuf },
+    Postgres(Box<PostgresUrl>),
 }
 
-/// The schema version this binary works with.
-pub fn schema_target() -> u32 {
-    sqlite::migrations::Plan::CURRENT.target()
+impl std::fmt::Display for Location {
+    /// For messages: the file, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite { data_dir } => write!(f, "{}", database_path(data_dir).display()),
+            Location::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// Brings the database to the current schema (`secure-api migrate`),
+/// creating the SQLite file if missing. Blocking: never call it on the
+/// async runtime.
+pub fn migrate(location: &Location) -> Result<MigrationOutcome, StoreError> {
+    match location {
+        Location::Sqlite { data_dir } => sqlite::migrate(&data_dir.join(DB_FILE)),
+        Location::Postgres(url) => {
+            postgres::migrations::Plan::CURRENT.migrate(&mut postgres::connect(url)?)
+        }
+    }
+}
+
+/// The schema version this binary works with there.
+pub fn schema_target(location: &Location) -> u32 {
+    match location {
+        Location::Sqlite { .. } => sqlite::migrations::Plan::CURRENT.target(),
+        Location::Postgres(_) => postgres::migrations::Plan::CURRENT.target(),
+    }
 }
 
 /// The schema state, changing nothing (`migrate --check`); `None` when
-/// there is no database yet.
-pub fn schema_status(data_dir: &Path) -> Result<Option<SchemaStatus>, StoreError> {
-    sqlite::schema_status(&data_dir.join(DB_FILE))
+/// there is no SQLite file yet.
+pub fn schema_status(location: &Location) -> Result<Option<SchemaStatus>, StoreError> {
+    match location {
+        Location::Sqlite { data_dir } => sqlite::schema_status(&data_dir.join(DB_FILE)),
+        Location::Postgres(url) => postgres::migrations::Plan::CURRENT
+            .status(&mut postgres::connect(url)?)
+            .map(Some),
+    }
 }
 
 /// A consistent online copy of the database in `data_dir` to the new file

@@ -20,6 +20,7 @@ mod limits;
 mod matrix;
 mod openapi;
 mod operations;
+mod postgres;
 mod register;
 mod sessions;
 mod storage;

@@ -6,6 +6,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::store::StoreError;
+pub use crate::store::schema::{Outcome, Status, refusal};
 
 /// The schema a fresh database gets.
 pub const SCHEMA: &str = include_str!("../../../schema.sql");
@@ -26,29 +27,6 @@ pub struct Plan<'a> {
     pub steps: &'a [&'a str],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// No tables and version 0: a new file.
-    Empty,
-    Current(u32),
-    Behind {
-        found: u32,
-        target: u32,
-    },
-    Ahead {
-        found: u32,
-        supported: u32,
-    },
-    /// Version 0 but tables present: some other program's database.
-    Foreign,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    pub from: u32,
-    pub to: u32,
-}
-
 impl Plan<'static> {
     pub const CURRENT: Plan<'static> = Plan {
         schema: SCHEMA,
@@ -63,27 +41,12 @@ impl Plan<'_> {
 
     pub fn status(&self, conn: &Connection) -> Result<Status, StoreError> {
         let found: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        let target = self.target();
-        Ok(match found {
-            0 => {
-                let tables: i64 = conn.query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
-                    [],
-                    |row| row.get(0),
-                )?;
-                if tables == 0 {
-                    Status::Empty
-                } else {
-                    Status::Foreign
-                }
-            }
-            v if v == target => Status::Current(v),
-            v if v < target => Status::Behind { found: v, target },
-            v => Status::Ahead {
-                found: v,
-                supported: target,
-            },
-        })
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(Status::of(found, self.target(), tables > 0))
     }
 
     /// Brings the database to the current version, or explains why it cannot.
@@ -124,24 +87,6 @@ impl Plan<'_> {
             status => Err(refusal(status)),
         }
     }
-}
-
-/// The operator-facing reason a database cannot be used as it is.
-pub fn refusal(status: Status) -> StoreError {
-    StoreError::Schema(match status {
-        Status::Behind { found, target } => format!(
-            "database schema is at version {found} but this binary needs version {target}; \
-             back it up, then run `secure-api migrate`"
-        ),
-        Status::Ahead { found, supported } => format!(
-            "database schema version {found} is newer than this binary supports ({supported}); \
-             run a newer secure-api"
-        ),
-        Status::Foreign => "the database file has tables but no secure-api schema version; \
-             refusing to touch it"
-            .to_owned(),
-        Status::Empty | Status::Current(_) => "database schema is ready".to_owned(),
-    })
 }
 
 /// Runs `sql` and records `version` in one exclusive transaction, so a failed

@@ -7,6 +7,7 @@ mod app;
 mod client;
 mod clock;
 pub mod db;
+pub mod postgres;
 mod process;
 
 pub use app::*;

@@ -18,9 +18,19 @@ pub fn bin() -> &'static str {
 
 /// Runs the binary to completion with `stdin` as its standard input.
 pub async fn run_cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    run_cli_with_env(args, &[], stdin).await
+}
+
+/// `run_cli` with these environment variables (and no others).
+pub async fn run_cli_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> std::process::Output {
     let mut child = Command::new(bin())
         .args(args)
         .env_clear()
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
