@@ -17,9 +17,17 @@ use url::{PostgresUrl, Transport};
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         let Some(code) = e.code() else {
-            // No SQLSTATE: the connection itself (refused, reset, closed,
-            // TLS, timed out): the database is not there for now.
-            return StoreError::Unavailable(BackendError::new(e));
+            // No SQLSTATE: either the connection (closed, reset: the
+            // database is not there for now) or this side (a value that
+            // does not convert: a server error).
+            let lost = e.is_closed()
+                || std::error::Error::source(&e)
+                    .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some());
+            return if lost {
+                StoreError::Unavailable(BackendError::new(e))
+            } else {
+                StoreError::Backend(BackendError::new(e))
+            };
         };
         if *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED
