@@ -25,6 +25,58 @@ async fn with_key(
     app.request(method, path, &headers, bytes.as_deref()).await
 }
 
+/// The real binary as a child process, and a client that sends each
+/// request on a fresh TLS connection to it.
+struct ProcessClient {
+    server: crate::helpers::ServerProcess,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl ProcessClient {
+    async fn start(data: &std::path::Path) -> Self {
+        let server = crate::helpers::start_server(data, &[]).await;
+        let tls = crate::helpers::client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);
+        Self { server, tls }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> TestResponse {
+        let bytes = body.map(|b| b.to_string());
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        let stream = crate::helpers::tls_connect(self.server.addr, Arc::clone(&self.tls)).await;
+        crate::helpers::send_http1(
+            stream,
+            method,
+            path,
+            &all,
+            bytes.as_deref().map(str::as_bytes),
+        )
+        .await
+    }
+
+    /// Registers and signs in ann: the `Authorization` value of her session.
+    async fn signed_in_ann(&self) -> String {
+        let register =
+            json!({"username": "ann", "email": "ann@example.com", "password": STRONG_PASSWORD});
+        let registered = self
+            .send("POST", "/api/v1/auth/register", &[], Some(register))
+            .await;
+        assert_eq!(registered.status, 201);
+        let login = json!({"email": "ann@example.com", "password": STRONG_PASSWORD});
+        let token = self
+            .send("POST", "/api/v1/auth/login", &[], Some(login))
+            .await
+            .access_token();
+        format!("Bearer {token}")
+    }
+}
+
 async fn me_with(app: &TestApp, key: &str) -> TestResponse {
     with_key(app, "GET", "/api/v1/users/me", key, None).await
 }
@@ -441,38 +493,13 @@ async fn admins_list_and_revoke_every_users_keys() {
 
 #[tokio::test]
 async fn every_keyed_request_is_in_the_access_log_with_its_key_id_and_never_the_key() {
-    use crate::helpers::{client_config, send_http1, start_server, tls_connect};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start_server(&data, &[]).await;
-    let tls = client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);
+    let client = ProcessClient::start(&data).await;
     let send = async |method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>| {
-        let bytes = body.map(|b| b.to_string());
-        let mut all = vec![("content-type", "application/json")];
-        all.extend_from_slice(headers);
-        let stream = tls_connect(server.addr, Arc::clone(&tls)).await;
-        send_http1(
-            stream,
-            method,
-            path,
-            &all,
-            bytes.as_deref().map(str::as_bytes),
-        )
-        .await
+        client.send(method, path, headers, body).await
     };
-    let register =
-        json!({"username": "ann", "email": "ann@example.com", "password": STRONG_PASSWORD});
-    assert_eq!(
-        send("POST", "/api/v1/auth/register", &[], Some(register))
-            .await
-            .status,
-        201
-    );
-    let login = json!({"email": "ann@example.com", "password": STRONG_PASSWORD});
-    let token = send("POST", "/api/v1/auth/login", &[], Some(login))
-        .await
-        .access_token();
-    let bearer = format!("Bearer {token}");
+    let bearer = client.signed_in_ann().await;
     let made = send(
         "POST",
         KEYS,
@@ -500,7 +527,7 @@ async fn every_keyed_request_is_in_the_access_log_with_its_key_id_and_never_the_
         .status,
         401
     );
-    let (status, stdout, stderr) = server.stop_with_logs().await;
+    let (status, stdout, stderr) = client.server.stop_with_logs().await;
     assert!(status.success());
     let keyed: Vec<&str> = stdout
         .lines()
@@ -791,38 +818,13 @@ fn digest_hex(key: &str) -> String {
 #[tokio::test]
 async fn no_key_or_digest_leaves_in_a_response_a_log_line_or_an_audit_row_and_the_file_holds_no_key()
  {
-    use crate::helpers::{client_config, send_http1, start_server, tls_connect};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start_server(&data, &[]).await;
-    let tls = client_config(&data.join("tls-cert.pem"), &[b"http/1.1"]);
+    let client = ProcessClient::start(&data).await;
     let send = async |method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>| {
-        let bytes = body.map(|b| b.to_string());
-        let mut all = vec![("content-type", "application/json")];
-        all.extend_from_slice(headers);
-        let stream = tls_connect(server.addr, Arc::clone(&tls)).await;
-        send_http1(
-            stream,
-            method,
-            path,
-            &all,
-            bytes.as_deref().map(str::as_bytes),
-        )
-        .await
+        client.send(method, path, headers, body).await
     };
-    let register =
-        json!({"username": "ann", "email": "ann@example.com", "password": STRONG_PASSWORD});
-    assert_eq!(
-        send("POST", "/api/v1/auth/register", &[], Some(register))
-            .await
-            .status,
-        201
-    );
-    let login = json!({"email": "ann@example.com", "password": STRONG_PASSWORD});
-    let token = send("POST", "/api/v1/auth/login", &[], Some(login))
-        .await
-        .access_token();
-    let bearer = format!("Bearer {token}");
+    let bearer = client.signed_in_ann().await;
     let session = [("authorization", bearer.as_str())];
 
     // The only answers that may carry a key: its creation and its rotation.
@@ -884,7 +886,7 @@ async fn no_key_or_digest_leaves_in_a_response_a_log_line_or_an_audit_row_and_th
         }
     }
 
-    let (status, stdout, stderr) = server.stop_with_logs().await;
+    let (status, stdout, stderr) = client.server.stop_with_logs().await;
     assert!(status.success());
     let logs = format!("{stdout}{stderr}");
     let audit = db::every_audit_value(&data.join("secure-api.db"));
