@@ -3,7 +3,8 @@
 //! (404/405) → body precheck (413/415) → authentication and the route's
 //! access rule (401/403) → handler, a panic in it turned into a logged 500;
 //! then on the way out, whatever the outcome: the CORS grant, security
-//! headers, `X-Request-Id`, and the access log line.
+//! headers, `X-Request-Id`, the access log line, and for a request made
+//! with a known API key, its use tallied (`domain::key_usage`).
 //! A HEAD request gets its GET response without the body.
 
 use std::net::{IpAddr, SocketAddr};
